@@ -1,0 +1,2 @@
+//! The `rserpool` command-line tool.
+fn main() {}

@@ -1,0 +1,1 @@
+//! rserpool-core: see the workspace README and docs/ for the layer this crate holds.

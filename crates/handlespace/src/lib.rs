@@ -1,0 +1,1 @@
+//! rserpool-handlespace: see the workspace README and docs/ for the layer this crate holds.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The project's one test command (README "Run all tests"). It installs what the
+# tests need on a fresh Debian machine, then runs formatting, lints, docs and
+# every test of the workspace. Extra suites hook in below.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
+command -v text2pcap >/dev/null 2>&1 || need_pkgs+=(tshark)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections || true
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --doc --locked
+
+# Optional suites, each a script of its own (fuzz smoke, VM tests, ...).
+for extra in scripts/ci.d/*.sh; do
+  [ -e "$extra" ] || continue
+  echo "test.sh: running $extra" >&2
+  bash "$extra"
+done
