@@ -1,1 +1,5 @@
-//! rserpool-net: see the workspace README and docs/ for the layer this crate holds.
+//! rserpool-net: the tokio side of the stack. It holds the transports that
+//! carry ASAP and ENRP messages (see [`transport`]) and, later, the runtime
+//! that drives the sans-IO cores over them.
+
+pub mod transport;
