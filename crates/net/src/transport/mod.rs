@@ -28,6 +28,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+#[cfg(target_os = "linux")]
+pub mod kernel;
 pub mod memory;
 // pub mod udp;
 
