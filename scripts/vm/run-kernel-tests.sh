@@ -128,6 +128,9 @@ VMLINUZ="$(ls "$KDIR"/boot/vmlinuz-* | head -n1)"
 KVER="${VMLINUZ##*/vmlinuz-}"
 log "kernel $KVER"
 
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/rserpool-vm.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
 # ------------------------------------------------------ default test payload
 if [ "$DEFAULT_TESTS" -eq 1 ]; then
   # shellcheck source=scripts/vm/project-tests.sh
@@ -138,13 +141,6 @@ fi
 [ -n "$SHARE" ] && MODULES+=(virtio_pci 9pnet_virtio 9p)
 
 # -------------------------------------------------------------- the initramfs
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/rserpool-vm.XXXXXX")"
-QEMU_PID=""
-cleanup() {
-  [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 IMG="$WORK/root"
 mkdir -p "$IMG"/{bin,sbin,proc,sys,dev,tmp,run,etc,opt/bin,mnt/host,lib/modules}
 cp "$BUSYBOX" "$IMG/bin/busybox"
