@@ -79,7 +79,12 @@ async fn expect_msg(t: &mut KernelTransport) -> rserpool_net::transport::Message
 async fn pair(
     server_addrs: &[&str],
     server_cfg: TransportConfig,
-) -> (KernelTransport, AssociationId, KernelTransport, AssociationId) {
+) -> (
+    KernelTransport,
+    AssociationId,
+    KernelTransport,
+    AssociationId,
+) {
     let mut server = KernelTransport::bind(
         EndpointConfig::server(server_addrs.iter().map(|s| addr(s))).with_transport(server_cfg),
     )
@@ -198,8 +203,7 @@ async fn kernel_handshake_timeout() {
         handshake_timeout: Duration::from_millis(500),
         ..Default::default()
     };
-    let mut client =
-        KernelTransport::bind(EndpointConfig::client([]).with_transport(cfg)).unwrap();
+    let mut client = KernelTransport::bind(EndpointConfig::client([]).with_transport(cfg)).unwrap();
     let started = Instant::now();
     match client.connect(&[addr("192.0.2.1:9")]).await {
         // No route at all: the kernel refuses at once, which is also a
@@ -283,11 +287,8 @@ async fn kernel_multihomed_endpoint() {
     if !kernel_sctp("kernel_multihomed_endpoint") {
         return;
     }
-    let (mut server, s, mut client, c) = pair(
-        &["127.0.0.1:0", "127.0.0.2:0"],
-        TransportConfig::default(),
-    )
-    .await;
+    let (mut server, s, mut client, c) =
+        pair(&["127.0.0.1:0", "127.0.0.2:0"], TransportConfig::default()).await;
     let local = server.local_addrs();
     assert_eq!(local.len(), 2, "server bound {local:?}");
     assert_eq!(local[0].port(), local[1].port());

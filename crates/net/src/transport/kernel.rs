@@ -211,7 +211,11 @@ fn setup_socket(
         };
         addrs.push(SocketAddr::new(ip, 0));
     }
-    let port = addrs.iter().map(|a| a.port()).find(|p| *p != 0).unwrap_or(0);
+    let port = addrs
+        .iter()
+        .map(|a| a.port())
+        .find(|p| *p != 0)
+        .unwrap_or(0);
     for a in &mut addrs {
         a.set_port(port);
     }
@@ -354,7 +358,8 @@ impl KernelTransport {
             let kid = a.kid;
             self.by_kid.remove(&kid);
             self.partial.retain(|(k, _), _| *k != kid);
-            self.events.push_back(Event::AssociationDown { assoc: id, reason });
+            self.events
+                .push_back(Event::AssociationDown { assoc: id, reason });
         }
     }
 
@@ -508,7 +513,9 @@ impl KernelTransport {
                 });
             }
             (AssocChangeState::CommLost, Some(id)) => {
-                let Some(a) = self.assocs.get(&id) else { return };
+                let Some(a) = self.assocs.get(&id) else {
+                    return;
+                };
                 let reason = lost_reason(a.phase, a.closing, c.error, !c.info.is_empty());
                 self.down(id, reason);
             }
@@ -662,7 +669,10 @@ impl Transport for KernelTransport {
         self.max_message
     }
 
-    async fn connect(&mut self, peer_addrs: &[SocketAddr]) -> Result<AssociationId, TransportError> {
+    async fn connect(
+        &mut self,
+        peer_addrs: &[SocketAddr],
+    ) -> Result<AssociationId, TransportError> {
         if peer_addrs.is_empty() {
             return Err(TransportError::InvalidAddress("no peer address".into()));
         }
@@ -673,12 +683,15 @@ impl Transport for KernelTransport {
         {
             return Err(TransportError::LimitReached("pending handshakes"));
         }
-        let kid = self.ep.connectx(peer_addrs).map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL | libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL) => {
-                TransportError::InvalidAddress(format!("{peer_addrs:?}: {e}"))
-            }
-            _ => TransportError::from(e),
-        })?;
+        let kid = self
+            .ep
+            .connectx(peer_addrs)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL | libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL) => {
+                    TransportError::InvalidAddress(format!("{peer_addrs:?}: {e}"))
+                }
+                _ => TransportError::from(e),
+            })?;
         let id = self.alloc_id();
         self.assocs.insert(
             id,
