@@ -16,6 +16,7 @@
 mod inbound;
 mod io;
 mod outbox;
+pub mod registrar;
 mod time;
 mod timer;
 
