@@ -31,6 +31,7 @@ use bytes::Bytes;
 #[cfg(target_os = "linux")]
 pub mod kernel;
 pub mod memory;
+pub mod select;
 // pub mod udp;
 
 /// The payload protocol identifier of a message, in host byte order.
