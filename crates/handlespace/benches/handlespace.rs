@@ -1,0 +1,2 @@
+//! Handlespace benchmark (filled in below).
+fn main() {}

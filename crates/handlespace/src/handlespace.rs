@@ -1,0 +1,979 @@
+//! The handlespace: storage, registration rules, indices and their upkeep.
+
+use crate::entry::{EntryId, PeEntry};
+use crate::error::RegisterError;
+use crate::owners::Owners;
+use crate::pool::{Pool, PoolInfo, classify};
+use crate::selection::{self, Node, Selection};
+use crate::timers::{Armed, NEVER, TimerKind, TimerQueue};
+use rand::RngCore;
+use rserpool_wire::checksum::pe_sum;
+use rserpool_wire::{PeChecksum, PeId, PolicyType, PoolElement, PoolHandle, PrId, UserTransport};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Limits and defaults of a handlespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// PEs returned by a handle resolution without (or with a zero) item count.
+    pub default_items: u32,
+    /// Upper bound on the PEs one handle resolution returns (0xFFFFFFFF asks for this many).
+    pub max_items: u32,
+    /// Most PEs in the handlespace.
+    pub max_pes: usize,
+    /// Most pools.
+    pub max_pools: usize,
+    /// Most PEs in one pool.
+    pub max_pes_per_pool: usize,
+    /// Refuse a re-registration whose user transport shares no address with
+    /// the registered one (another PE drew the same random ID) with cause 0x4.
+    pub reject_id_collisions: bool,
+}
+
+impl Default for Config {
+    /// The reference implementation's defaults (3 items, at most 128) and
+    /// limits well above what one registrar holds.
+    fn default() -> Self {
+        Self {
+            default_items: 3,
+            max_items: 128,
+            max_pes: 16_000_000,
+            max_pools: 4_000_000,
+            max_pes_per_pool: 16_000_000,
+            reject_id_collisions: true,
+        }
+    }
+}
+
+/// An ownership move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerChange {
+    /// The previous home registrar.
+    pub from: Option<PrId>,
+    /// The new home registrar.
+    pub to: Option<PrId>,
+}
+
+/// What an accepted registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    /// The PE's entry.
+    pub entry: EntryId,
+    /// The PE was not known before (otherwise: re-registration / update).
+    pub new_pe: bool,
+    /// The pool was created by this registration.
+    pub new_pool: bool,
+    /// Set when a known PE's home registrar changed.
+    pub owner_change: Option<OwnerChange>,
+}
+
+/// A PE taken out of the handlespace, with what a DEL_PE announcement needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Its pool's handle.
+    pub pool: PoolHandle,
+    /// The pool element as last registered.
+    pub element: PoolElement,
+    /// The pool became empty and was removed.
+    pub pool_removed: bool,
+}
+
+/// A deadline that passed, as returned by [`Handlespace::pop_expired`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// The PE's entry (still in the handlespace: the caller decides).
+    pub entry: EntryId,
+    /// Its pool's handle.
+    pub pool: PoolHandle,
+    /// The PE's ID.
+    pub pe: PeId,
+    /// Which deadline.
+    pub kind: TimerKind,
+    /// The deadline as armed.
+    pub deadline: u64,
+}
+
+/// The pool handle was not found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pool handle")]
+pub struct UnknownPool;
+
+/// Everything a registrar knows about pools and pool elements.
+///
+/// Entries live in a slab addressed by [`EntryId`]; pools in a second slab
+/// found by hash (lookups) and in handle order (paging). Selection state per
+/// entry sits in a parallel array of 16-byte nodes.
+#[derive(Debug)]
+pub struct Handlespace {
+    config: Config,
+    entries: Vec<Option<PeEntry>>,
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    len: usize,
+    /// `(pool slot, PE ID)` -> entry.
+    by_key: FxHashMap<u64, u32>,
+    pools: Vec<Option<Pool>>,
+    pool_free: Vec<u32>,
+    pool_index: FxHashMap<PoolHandle, u32>,
+    pool_order: BTreeMap<PoolHandle, u32>,
+    owners: Owners,
+    timers: TimerQueue,
+}
+
+#[inline]
+fn key(pool: u32, pe: PeId) -> u64 {
+    (u64::from(pool) << 32) | u64::from(pe.0)
+}
+
+/// Whether two user transports can belong to the same PE: they share an
+/// address (or are not comparable).
+fn same_endpoint(a: &UserTransport, b: &UserTransport) -> bool {
+    match (a, b) {
+        (UserTransport::Address(a), UserTransport::Address(b)) => {
+            a.addresses.iter().any(|x| b.addresses.contains(x))
+        }
+        _ => true,
+    }
+}
+
+/// A private copy of a handle, so the handlespace never keeps a received
+/// message buffer alive through a slice of it.
+fn own_handle(h: &PoolHandle) -> PoolHandle {
+    PoolHandle::new(bytes::Bytes::copy_from_slice(h.as_bytes())).unwrap_or_else(|_| h.clone())
+}
+
+/// The entries as selection sees them.
+struct View<'a>(&'a [Option<PeEntry>]);
+
+impl selection::EntryView for View<'_> {
+    fn weight(&self, c: u32) -> u64 {
+        let e = self.0[c as usize].as_ref().expect("live entry");
+        selection::weight(&e.element.policy, e.counter)
+    }
+
+    fn pos(&self, c: u32) -> usize {
+        self.0[c as usize].as_ref().expect("live entry").pool_pos as usize
+    }
+}
+
+impl Default for Handlespace {
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
+}
+
+impl Handlespace {
+    /// An empty handlespace.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            entries: Vec::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            by_key: FxHashMap::default(),
+            pools: Vec::new(),
+            pool_free: Vec::new(),
+            pool_index: FxHashMap::default(),
+            pool_order: BTreeMap::new(),
+            owners: Owners::default(),
+            timers: TimerQueue::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of PEs.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no PEs.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of pools.
+    pub fn pool_count(&self) -> usize {
+        self.pool_index.len()
+    }
+
+    #[inline]
+    fn e(&self, i: u32) -> &PeEntry {
+        self.entries[i as usize].as_ref().expect("live entry")
+    }
+
+    #[inline]
+    fn e_mut(&mut self, i: u32) -> &mut PeEntry {
+        self.entries[i as usize].as_mut().expect("live entry")
+    }
+
+    #[inline]
+    fn pool_ref(&self, p: u32) -> &Pool {
+        self.pools[p as usize].as_ref().expect("live pool")
+    }
+
+    // ---- registration ----------------------------------------------------
+
+    /// Registers or re-registers `pe` in pool `handle` at time `now`
+    /// (ASAP_REGISTRATION after the registrar set the home registrar, or an
+    /// ENRP_HANDLE_UPDATE ADD_PE / handle table entry from a peer).
+    ///
+    /// A new pool takes the PE's policy type, transport protocol and
+    /// transport use; a PE that disagrees with an existing pool is refused
+    /// (RFC 5352 §3.1 rules 1-3). A re-registration replaces the PE's
+    /// attributes, resets its degradation counter (RFC 5356 §5.2), clears a
+    /// resynchronisation mark and moves ownership to `pe.home_registrar`.
+    pub fn register(
+        &mut self,
+        handle: &PoolHandle,
+        pe: PoolElement,
+        now: u64,
+    ) -> Result<RegisterOutcome, RegisterError> {
+        let policy_type = pe.policy.policy_type();
+        let Some(strategy) = selection::strategy(policy_type) else {
+            return Err(RegisterError::UnsupportedPolicy(policy_type));
+        };
+        let (kind, transport_use) = classify(&pe.user_transport);
+        let (p, new_pool) = match self.pool_index.get(handle) {
+            Some(&p) => {
+                let pool = self.pool_ref(p);
+                if pool.policy_type != policy_type {
+                    return Err(RegisterError::InconsistentPolicy {
+                        pool: pool.policy.clone(),
+                        pe: policy_type,
+                    });
+                }
+                if pool.kind != kind {
+                    return Err(RegisterError::InconsistentTransportType {
+                        pool: pool.transport.clone(),
+                    });
+                }
+                if pool.transport_use != transport_use {
+                    return Err(RegisterError::InconsistentDataControl);
+                }
+                if let Some(&i) = self.by_key.get(&key(p, pe.id)) {
+                    return self.update(i, pe, now);
+                }
+                if pool.members.len() >= self.config.max_pes_per_pool {
+                    return Err(RegisterError::LackOfResources("PEs per pool"));
+                }
+                if self.len >= self.config.max_pes {
+                    return Err(RegisterError::LackOfResources("PEs"));
+                }
+                (p, false)
+            }
+            None => {
+                if self.pool_index.len() >= self.config.max_pools {
+                    return Err(RegisterError::LackOfResources("pools"));
+                }
+                if self.len >= self.config.max_pes {
+                    return Err(RegisterError::LackOfResources("PEs"));
+                }
+                let handle = own_handle(handle);
+                let pool = Pool {
+                    handle: handle.clone(),
+                    policy_type,
+                    policy: rserpool_wire::Policy::from_type_default(policy_type),
+                    transport: pe.user_transport.clone(),
+                    kind,
+                    transport_use,
+                    degrades: selection::degrades(policy_type),
+                    members: Vec::new(),
+                    by_id: BTreeMap::new(),
+                    selection: Selection::new(strategy),
+                };
+                let p = match self.pool_free.pop() {
+                    Some(p) => {
+                        self.pools[p as usize] = Some(pool);
+                        p
+                    }
+                    None => {
+                        self.pools.push(Some(pool));
+                        (self.pools.len() - 1) as u32
+                    }
+                };
+                self.pool_index.insert(handle.clone(), p);
+                self.pool_order.insert(handle, p);
+                (p, true)
+            }
+        };
+        let i = self.insert(p, pe, now);
+        Ok(RegisterOutcome {
+            entry: EntryId(i),
+            new_pe: true,
+            new_pool,
+            owner_change: None,
+        })
+    }
+
+    fn insert(&mut self, p: u32, mut pe: PoolElement, now: u64) -> u32 {
+        if let UserTransport::Opaque(b) = &pe.user_transport {
+            // Own the bytes rather than a slice of the received message.
+            pe.user_transport = UserTransport::Opaque(bytes::Bytes::copy_from_slice(b));
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push(None);
+                self.nodes.push(Node::default());
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let pool = self.pools[p as usize].as_mut().expect("live pool");
+        let contribution = pe_sum(&pool.handle, pe.id);
+        let pool_pos = pool.members.len() as u32;
+        pool.members.push(i);
+        pool.by_id.insert(pe.id.0, i);
+        pool.selection.insert(&mut self.nodes, i, &pe.policy, 0);
+        self.by_key.insert(key(p, pe.id), i);
+        let owner_pos = match pe.home_registrar {
+            Some(pr) => self.owners.add(pr, i, contribution),
+            None => 0,
+        };
+        self.entries[i as usize] = Some(PeEntry {
+            element: pe,
+            pool: p,
+            registered_at: now,
+            last_update: now,
+            deadlines: [NEVER; 2],
+            counter: 0,
+            pool_pos,
+            owner_pos,
+            contribution,
+            marked: false,
+        });
+        self.len += 1;
+        i
+    }
+
+    fn update(
+        &mut self,
+        i: u32,
+        mut pe: PoolElement,
+        now: u64,
+    ) -> Result<RegisterOutcome, RegisterError> {
+        let check = self.config.reject_id_collisions;
+        let entry = self.e_mut(i);
+        if check && !same_endpoint(&entry.element.user_transport, &pe.user_transport) {
+            return Err(RegisterError::NonUniquePeId);
+        }
+        if let UserTransport::Opaque(b) = &pe.user_transport {
+            pe.user_transport = UserTransport::Opaque(bytes::Bytes::copy_from_slice(b));
+        }
+        let from = entry.element.home_registrar;
+        let to = pe.home_registrar;
+        let reselect = entry.counter != 0 || entry.element.policy != pe.policy;
+        entry.element = pe;
+        entry.last_update = now;
+        entry.marked = false;
+        entry.counter = 0;
+        let (p, pos) = (entry.pool, entry.pool_pos as usize);
+        if reselect {
+            let Self {
+                pools,
+                nodes,
+                entries,
+                ..
+            } = self;
+            let entry = entries[i as usize].as_ref().expect("live entry");
+            let pool = pools[p as usize].as_mut().expect("live pool");
+            pool.selection
+                .update(nodes, i, pos, &entry.element.policy, 0);
+        }
+        let owner_change = (from != to).then(|| {
+            self.move_owner(i, from, to);
+            OwnerChange { from, to }
+        });
+        Ok(RegisterOutcome {
+            entry: EntryId(i),
+            new_pe: false,
+            new_pool: false,
+            owner_change,
+        })
+    }
+
+    /// Moves entry `i` between owner sets (its element already says `to`, or is set here).
+    fn move_owner(&mut self, i: u32, from: Option<PrId>, to: Option<PrId>) {
+        let (pos, contribution) = {
+            let e = self.e(i);
+            (e.owner_pos, e.contribution)
+        };
+        if let Some(from) = from {
+            if let Some(moved) = self.owners.remove(from, pos, contribution) {
+                self.e_mut(moved).owner_pos = pos;
+            }
+        }
+        let new_pos = match to {
+            Some(to) => self.owners.add(to, i, contribution),
+            None => 0,
+        };
+        let e = self.e_mut(i);
+        e.owner_pos = new_pos;
+        e.element.home_registrar = to;
+    }
+
+    /// Removes PE `pe` of pool `handle`; `None` if it is not registered.
+    pub fn deregister(&mut self, handle: &PoolHandle, pe: PeId) -> Option<Removed> {
+        let i = self.lookup(handle, pe)?;
+        self.remove(i)
+    }
+
+    /// Removes an entry; `None` if the ID is not live.
+    pub fn remove(&mut self, id: EntryId) -> Option<Removed> {
+        let i = id.0;
+        let entry = self.entries.get_mut(i as usize)?.take()?;
+        self.len -= 1;
+        self.free.push(i);
+        let p = entry.pool;
+        let pos = entry.pool_pos as usize;
+        let pool = self.pools[p as usize].as_mut().expect("live pool");
+        let last = *pool.members.last().expect("member of its pool");
+        pool.selection.remove(&mut self.nodes, i, pos, last);
+        pool.members.swap_remove(pos);
+        pool.by_id.remove(&entry.element.id.0);
+        let moved = (last != i).then_some(last);
+        let pool_removed = pool.members.is_empty();
+        self.by_key.remove(&key(p, entry.element.id));
+        if let Some(m) = moved {
+            self.e_mut(m).pool_pos = pos as u32;
+        }
+        if let Some(pr) = entry.element.home_registrar {
+            if let Some(m) = self.owners.remove(pr, entry.owner_pos, entry.contribution) {
+                self.e_mut(m).owner_pos = entry.owner_pos;
+            }
+        }
+        let armed = entry.deadlines.iter().filter(|&&d| d != NEVER).count();
+        if armed > 0 {
+            self.timers.disarmed(armed);
+            self.clean_timers();
+        }
+        let pool_handle = if pool_removed {
+            let pool = self.pools[p as usize].take().expect("live pool");
+            self.pool_index.remove(&pool.handle);
+            self.pool_order.remove(&pool.handle);
+            self.pool_free.push(p);
+            pool.handle
+        } else {
+            self.pool_ref(p).handle.clone()
+        };
+        Some(Removed {
+            pool: pool_handle,
+            element: entry.element,
+            pool_removed,
+        })
+    }
+
+    // ---- lookups -----------------------------------------------------------
+
+    /// The entry of PE `pe` in pool `handle`.
+    #[inline]
+    pub fn lookup(&self, handle: &PoolHandle, pe: PeId) -> Option<EntryId> {
+        let &p = self.pool_index.get(handle)?;
+        self.by_key.get(&key(p, pe)).map(|&i| EntryId(i))
+    }
+
+    /// PE `pe` of pool `handle`.
+    pub fn get(&self, handle: &PoolHandle, pe: PeId) -> Option<&PeEntry> {
+        self.lookup(handle, pe).map(|id| self.e(id.0))
+    }
+
+    /// The entry with this ID, if live.
+    #[inline]
+    pub fn entry(&self, id: EntryId) -> Option<&PeEntry> {
+        self.entries.get(id.0 as usize)?.as_ref()
+    }
+
+    /// The pool handle of a live entry.
+    pub fn handle_of(&self, id: EntryId) -> Option<&PoolHandle> {
+        self.entry(id).map(|e| &self.pool_ref(e.pool).handle)
+    }
+
+    /// The pool with this handle.
+    pub fn pool(&self, handle: &PoolHandle) -> Option<PoolInfo<'_>> {
+        let &p = self.pool_index.get(handle)?;
+        Some(PoolInfo {
+            pool: self.pool_ref(p),
+        })
+    }
+
+    /// All pools in handle order.
+    pub fn pools(&self) -> impl Iterator<Item = PoolInfo<'_>> {
+        self.pool_order.values().map(|&p| PoolInfo {
+            pool: self.pool_ref(p),
+        })
+    }
+
+    /// The PEs of a pool in PE ID order (empty if the pool is unknown).
+    pub fn pool_entries(&self, handle: &PoolHandle) -> impl Iterator<Item = (EntryId, &PeEntry)> {
+        self.pool_index
+            .get(handle)
+            .map(|&p| self.pool_ref(p))
+            .into_iter()
+            .flat_map(|pool| pool.by_id.values())
+            .map(|&i| (EntryId(i), self.e(i)))
+    }
+
+    /// Every PE, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &PeEntry)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (EntryId(i as u32), e)))
+    }
+
+    // ---- selection ---------------------------------------------------------
+
+    /// The number of PEs a resolution asking for `items` returns at most:
+    /// the configured default when absent or zero, else capped by `max_items`.
+    pub fn items_wanted(&self, items: Option<u32>) -> usize {
+        match items {
+            None | Some(0) => self.config.default_items,
+            Some(n) => n.min(self.config.max_items),
+        }
+        .min(self.config.max_items) as usize
+    }
+
+    /// Handle resolution: writes up to `items` (see [`Self::items_wanted`])
+    /// distinct PEs of the pool into `out` (cleared first) in the order the
+    /// pool's policy gives, applying the policy's side effects (round robin
+    /// heads advance, degradation counters grow). Returns the pool's policy
+    /// type, which the response must carry when it is not Round Robin.
+    pub fn resolve<R: RngCore + ?Sized>(
+        &mut self,
+        handle: &PoolHandle,
+        items: Option<u32>,
+        rng: &mut R,
+        out: &mut Vec<EntryId>,
+    ) -> Result<PolicyType, UnknownPool> {
+        out.clear();
+        let k = self.items_wanted(items);
+        let &p = self.pool_index.get(handle).ok_or(UnknownPool)?;
+        let Self {
+            pools,
+            nodes,
+            entries,
+            ..
+        } = self;
+        let pool = pools[p as usize].as_mut().expect("live pool");
+        let Pool {
+            selection,
+            members,
+            degrades,
+            policy_type,
+            ..
+        } = pool;
+        selection.select(nodes, members, k, rng, out, &View(entries));
+        if *degrades {
+            for &EntryId(c) in out.iter() {
+                let e = entries[c as usize].as_mut().expect("live entry");
+                e.counter = e.counter.saturating_add(1);
+                selection.update(nodes, c, e.pool_pos as usize, &e.element.policy, e.counter);
+            }
+        }
+        Ok(*policy_type)
+    }
+
+    // ---- ownership -----------------------------------------------------------
+
+    /// How many PEs `pr` owns.
+    pub fn owned_count(&self, pr: PrId) -> usize {
+        self.owners.get(pr).map_or(0, |s| s.members.len())
+    }
+
+    /// The PEs `pr` owns (in no particular order).
+    pub fn owned(&self, pr: PrId) -> impl ExactSizeIterator<Item = EntryId> + '_ {
+        self.owners
+            .get(pr)
+            .map_or(&[][..], |s| &s.members[..])
+            .iter()
+            .map(|&i| EntryId(i))
+    }
+
+    /// Every registrar that owns PEs, with its count.
+    pub fn owner_counts(&self) -> impl Iterator<Item = (PrId, usize)> + '_ {
+        self.owners.sets().iter().map(|s| (s.pr, s.members.len()))
+    }
+
+    /// Makes `to` the home registrar of PE `pe` of pool `handle`
+    /// (TAKEOVER_SERVER, or a takeover completing); clears its
+    /// resynchronisation mark. `None` if the PE is unknown.
+    pub fn set_owner(
+        &mut self,
+        handle: &PoolHandle,
+        pe: PeId,
+        to: Option<PrId>,
+    ) -> Option<OwnerChange> {
+        let i = self.lookup(handle, pe)?.0;
+        let from = self.e(i).element.home_registrar;
+        if from != to {
+            self.move_owner(i, from, to);
+        }
+        self.e_mut(i).marked = false;
+        Some(OwnerChange { from, to })
+    }
+
+    /// Makes `to` the home registrar of every PE `from` owns (a peer taking
+    /// over a failed registrar); returns how many moved.
+    pub fn reassign_owner(&mut self, from: PrId, to: PrId) -> usize {
+        if from == to {
+            return self.owned_count(from);
+        }
+        let Some(set) = self.owners.take(from) else {
+            return 0;
+        };
+        for &i in &set.members {
+            let contribution = self.e(i).contribution;
+            let pos = self.owners.add(to, i, contribution);
+            let e = self.e_mut(i);
+            e.owner_pos = pos;
+            e.element.home_registrar = Some(to);
+            e.marked = false;
+        }
+        set.members.len()
+    }
+
+    /// The PE checksum over the PEs `pr` owns (RFC 5353 §3.6.2), kept
+    /// incrementally: O(1).
+    pub fn checksum(&self, pr: PrId) -> u16 {
+        self.owners
+            .get(pr)
+            .map_or(PeChecksum::EMPTY, |s| s.checksum)
+            .value()
+    }
+
+    /// [`Self::checksum`] computed from scratch over all entries (a cross-check).
+    pub fn recompute_checksum(&self, pr: PrId) -> u16 {
+        PeChecksum::compute(
+            self.iter()
+                .filter(|(_, e)| e.element.home_registrar == Some(pr))
+                .map(|(_, e)| (&self.pool_ref(e.pool).handle, e.element.id)),
+        )
+        .value()
+    }
+
+    /// The checksum over every PE regardless of owner, from scratch.
+    pub fn recompute_total_checksum(&self) -> u16 {
+        PeChecksum::compute(
+            self.iter()
+                .map(|(_, e)| (&self.pool_ref(e.pool).handle, e.element.id)),
+        )
+        .value()
+    }
+
+    // ---- resynchronisation -------------------------------------------------
+
+    /// Marks every PE `pr` owns (RFC 5353 §3.6.3 step 1); returns how many.
+    pub fn mark_owned(&mut self, pr: PrId) -> usize {
+        let Self {
+            owners, entries, ..
+        } = self;
+        let Some(set) = owners.get(pr) else { return 0 };
+        for &i in &set.members {
+            entries[i as usize].as_mut().expect("live entry").marked = true;
+        }
+        set.members.len()
+    }
+
+    /// Clears the mark of one PE (re-registration clears it too); false if unknown.
+    pub fn unmark(&mut self, handle: &PoolHandle, pe: PeId) -> bool {
+        match self.lookup(handle, pe) {
+            Some(id) => {
+                self.e_mut(id.0).marked = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the PEs `pr` owns that are still marked and returns them.
+    pub fn sweep_marked(&mut self, pr: PrId) -> Vec<Removed> {
+        let marked: Vec<u32> = self
+            .owned(pr)
+            .filter(|id| self.e(id.0).marked)
+            .map(|id| id.0)
+            .collect();
+        marked
+            .into_iter()
+            .filter_map(|i| self.remove(EntryId(i)))
+            .collect()
+    }
+
+    // ---- paging ----------------------------------------------------------------
+
+    /// Appends to `out` (not cleared) up to `max` PEs in (pool handle, PE ID)
+    /// order, starting after `after`, only those owned by `owner` if given;
+    /// returns whether more follow (the M flag of a handle table response).
+    /// The cursor stays valid while the handlespace changes between pages.
+    pub fn page(
+        &self,
+        after: Option<(&PoolHandle, PeId)>,
+        owner: Option<PrId>,
+        max: usize,
+        out: &mut Vec<EntryId>,
+    ) -> bool {
+        let mut taken = 0;
+        let wanted = |i: u32| owner.is_none() || self.e(i).element.home_registrar == owner;
+        let mut visit = |ids: &mut dyn Iterator<Item = &u32>| -> bool {
+            for &i in ids {
+                if !wanted(i) {
+                    continue;
+                }
+                if taken == max {
+                    return true;
+                }
+                out.push(EntryId(i));
+                taken += 1;
+            }
+            false
+        };
+        let rest: Box<dyn Iterator<Item = &u32>> = match after {
+            Some((h, pe)) => {
+                if let Some(&p) = self.pool_order.get(h) {
+                    let pool = self.pool_ref(p);
+                    let mut ids = pool
+                        .by_id
+                        .range((Bound::Excluded(pe.0), Bound::Unbounded))
+                        .map(|(_, i)| i);
+                    if visit(&mut ids) {
+                        return true;
+                    }
+                }
+                Box::new(
+                    self.pool_order
+                        .range::<PoolHandle, _>((Bound::Excluded(h), Bound::Unbounded))
+                        .map(|(_, p)| p),
+                )
+            }
+            None => Box::new(self.pool_order.values()),
+        };
+        for &p in rest {
+            let mut ids = self.pool_ref(p).by_id.values();
+            if visit(&mut ids) {
+                return true;
+            }
+        }
+        false
+    }
+
+    // ---- timers ----------------------------------------------------------------
+
+    /// Arms (or re-arms) a deadline of PE `pe` of pool `handle`; false if the
+    /// PE is unknown. `u64::MAX` means "never" and cancels.
+    pub fn set_timer(
+        &mut self,
+        handle: &PoolHandle,
+        pe: PeId,
+        kind: TimerKind,
+        deadline: u64,
+    ) -> bool {
+        match self.lookup(handle, pe) {
+            Some(id) => self.set_timer_entry(id, kind, deadline),
+            None => false,
+        }
+    }
+
+    /// [`Self::set_timer`] by entry.
+    pub fn set_timer_entry(&mut self, id: EntryId, kind: TimerKind, deadline: u64) -> bool {
+        let Some(Some(e)) = self.entries.get_mut(id.0 as usize) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut e.deadlines[kind as usize], deadline);
+        if old == deadline {
+            return true;
+        }
+        match (old == NEVER, deadline == NEVER) {
+            (true, false) => self.timers.armed(),
+            (false, true) => self.timers.disarmed(1),
+            _ => {}
+        }
+        if deadline != NEVER {
+            self.timers.push(Armed {
+                deadline,
+                entry: id.0,
+                kind: kind as u8,
+            });
+        }
+        if old != NEVER {
+            self.clean_timers();
+        }
+        true
+    }
+
+    /// Disarms a deadline; false if the PE is unknown.
+    pub fn cancel_timer(&mut self, handle: &PoolHandle, pe: PeId, kind: TimerKind) -> bool {
+        self.set_timer(handle, pe, kind, NEVER)
+    }
+
+    /// [`Self::cancel_timer`] by entry.
+    pub fn cancel_timer_entry(&mut self, id: EntryId, kind: TimerKind) -> bool {
+        self.set_timer_entry(id, kind, NEVER)
+    }
+
+    /// The earliest armed deadline with its entry and kind: O(1).
+    #[inline]
+    pub fn next_deadline(&self) -> Option<(u64, EntryId, TimerKind)> {
+        self.timers
+            .peek()
+            .map(|a| (a.deadline, EntryId(a.entry), TimerKind::from_index(a.kind)))
+    }
+
+    /// Takes the earliest deadline if it is at or before `now`, disarming it
+    /// (the entry itself stays). Call until `None`.
+    pub fn pop_expired(&mut self, now: u64) -> Option<Expired> {
+        let top = self.timers.peek()?;
+        if top.deadline > now {
+            return None;
+        }
+        self.timers.pop();
+        self.timers.disarmed(1);
+        let e = self.e_mut(top.entry);
+        e.deadlines[top.kind as usize] = NEVER;
+        let (p, pe) = (e.pool, e.element.id);
+        self.clean_timers();
+        Some(Expired {
+            entry: EntryId(top.entry),
+            pool: self.pool_ref(p).handle.clone(),
+            pe,
+            kind: TimerKind::from_index(top.kind),
+            deadline: top.deadline,
+        })
+    }
+
+    /// Number of armed deadlines.
+    pub fn armed_timers(&self) -> usize {
+        self.timers.live()
+    }
+
+    fn clean_timers(&mut self) {
+        let entries = &self.entries;
+        let valid = |a: &Armed| matches!(entries.get(a.entry as usize), Some(Some(e)) if e.deadlines[a.kind as usize] == a.deadline);
+        if self.timers.needs_compaction() {
+            // Duplicates (a re-arm to the same value after a reused slot) are
+            // filtered out because each entry contributes its own deadlines once.
+            let live = entries.iter().enumerate().flat_map(|(i, e)| {
+                e.iter().flat_map(move |e| {
+                    (0..2u8)
+                        .filter(|&k| e.deadlines[k as usize] != NEVER)
+                        .map(move |k| Armed {
+                            deadline: e.deadlines[k as usize],
+                            entry: i as u32,
+                            kind: k,
+                        })
+                })
+            });
+            self.timers.rebuild(live);
+        } else {
+            self.timers.clean(valid);
+        }
+    }
+
+    // ---- invariants --------------------------------------------------------
+
+    /// Checks every index against the entries and the checksums against a
+    /// full recomputation; a description of the first disagreement found.
+    /// O(n log n): for tests and debugging.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let live = self.entries.iter().filter(|e| e.is_some()).count();
+        if live != self.len || self.by_key.len() != self.len {
+            return Err(format!(
+                "len {} live {live} by_key {}",
+                self.len,
+                self.by_key.len()
+            ));
+        }
+        for &f in &self.free {
+            if self.entries[f as usize].is_some() {
+                return Err(format!("free slot {f} is live"));
+            }
+        }
+        let mut owned = 0;
+        let mut armed = 0;
+        let mut earliest = None::<u64>;
+        for (id, e) in self.iter() {
+            let i = id.0;
+            let Some(Some(pool)) = self.pools.get(e.pool as usize) else {
+                return Err(format!("entry {i} in dead pool"));
+            };
+            if pool.members.get(e.pool_pos as usize) != Some(&i)
+                || pool.by_id.get(&e.element.id.0) != Some(&i)
+                || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i)
+            {
+                return Err(format!("entry {i}: pool indices disagree"));
+            }
+            if e.contribution != pe_sum(&pool.handle, e.element.id) {
+                return Err(format!("entry {i}: stale checksum contribution"));
+            }
+            if e.element.policy.policy_type() != pool.policy_type {
+                return Err(format!("entry {i}: policy differs from pool"));
+            }
+            if let Some(pr) = e.element.home_registrar {
+                owned += 1;
+                let ok = self
+                    .owners
+                    .get(pr)
+                    .and_then(|s| s.members.get(e.owner_pos as usize))
+                    == Some(&i);
+                if !ok {
+                    return Err(format!("entry {i}: owner index disagrees"));
+                }
+            }
+            for d in e.deadlines {
+                if d != NEVER {
+                    armed += 1;
+                    earliest = Some(earliest.map_or(d, |x| x.min(d)));
+                }
+            }
+        }
+        let owner_total: usize = self.owners.sets().iter().map(|s| s.members.len()).sum();
+        if owner_total != owned {
+            return Err(format!(
+                "owner sets hold {owner_total}, {owned} owned entries"
+            ));
+        }
+        for s in self.owners.sets() {
+            if s.members.is_empty() {
+                return Err(format!("empty owner set for {}", s.pr));
+            }
+            if s.checksum.value() != self.recompute_checksum(s.pr) {
+                return Err(format!("checksum of {} differs from recomputation", s.pr));
+            }
+        }
+        let pools = self.pools.iter().filter(|p| p.is_some()).count();
+        if pools != self.pool_index.len() || pools != self.pool_order.len() {
+            return Err("pool indices disagree on the pool count".into());
+        }
+        for (p, pool) in self.pools.iter().enumerate() {
+            let Some(pool) = pool else { continue };
+            let p = p as u32;
+            if pool.members.is_empty()
+                || pool.members.len() != pool.by_id.len()
+                || self.pool_index.get(&pool.handle) != Some(&p)
+                || self.pool_order.get(&pool.handle) != Some(&p)
+            {
+                return Err(format!("pool {}: indices disagree", pool.handle));
+            }
+            pool.selection
+                .check(&self.nodes, &pool.members, |m| {
+                    let e = self.e(m);
+                    (e.element.policy.clone(), e.counter)
+                })
+                .map_err(|s| format!("pool {}: {s}", pool.handle))?;
+        }
+        if armed != self.timers.live() {
+            return Err(format!(
+                "{armed} deadlines armed, queue counts {}",
+                self.timers.live()
+            ));
+        }
+        if self.next_deadline().map(|d| d.0) != earliest {
+            return Err("next deadline is not the earliest armed one".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! A pool: its handle, the policy and transport its first PE fixed, and the
+//! per-pool indices (members, PE ID order, selection structure).
+
+use crate::selection::Selection;
+use rserpool_wire::{Policy, PolicyType, PoolHandle, Protocol, TransportUse, UserTransport};
+use std::collections::BTreeMap;
+
+/// The transport protocol a pool's PEs must share (RFC 5352 §3.1 rule 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// SCTP.
+    Sctp,
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// UDP-Lite.
+    UdpLite,
+    /// DCCP.
+    Dccp,
+    /// Opaque transport (RFC 5354 §3.16).
+    Opaque,
+}
+
+/// The protocol and transport use of a user transport.
+pub(crate) fn classify(t: &UserTransport) -> (TransportKind, TransportUse) {
+    match t {
+        UserTransport::Opaque(_) => (TransportKind::Opaque, TransportUse::DataOnly),
+        UserTransport::Address(a) => match a.protocol {
+            Protocol::Sctp(u) => (TransportKind::Sctp, u),
+            Protocol::Tcp => (TransportKind::Tcp, TransportUse::DataOnly),
+            Protocol::Udp => (TransportKind::Udp, TransportUse::DataOnly),
+            Protocol::UdpLite => (TransportKind::UdpLite, TransportUse::DataOnly),
+            Protocol::Dccp { .. } => (TransportKind::Dccp, TransportUse::DataOnly),
+        },
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Pool {
+    pub handle: PoolHandle,
+    pub policy_type: PolicyType,
+    /// The pool's policy parameter: its type with zero values.
+    pub policy: Policy,
+    /// The user transport of the PE that created the pool.
+    pub transport: UserTransport,
+    pub kind: TransportKind,
+    pub transport_use: TransportUse,
+    pub degrades: bool,
+    /// All member entries; `PeEntry::pool_pos` indexes this.
+    pub members: Vec<u32>,
+    /// PE ID -> entry, for paging in a stable order.
+    pub by_id: BTreeMap<u32, u32>,
+    pub selection: Selection,
+}
+
+/// Read-only view of a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolInfo<'a> {
+    pub(crate) pool: &'a Pool,
+}
+
+impl<'a> PoolInfo<'a> {
+    /// The pool handle.
+    pub fn handle(&self) -> &'a PoolHandle {
+        &self.pool.handle
+    }
+
+    /// The pool's overall policy type (set by its first PE).
+    pub fn policy_type(&self) -> PolicyType {
+        self.pool.policy_type
+    }
+
+    /// The pool's policy parameter (its type with zero values), e.g. for
+    /// the overall Policy parameter of a handle resolution response.
+    pub fn policy(&self) -> &'a Policy {
+        &self.pool.policy
+    }
+
+    /// The transport of the PE that created the pool.
+    pub fn transport(&self) -> &'a UserTransport {
+        &self.pool.transport
+    }
+
+    /// The transport protocol every PE of the pool uses.
+    pub fn transport_kind(&self) -> TransportKind {
+        self.pool.kind
+    }
+
+    /// Whether the pool's PEs carry the ASAP control channel on their data transport.
+    pub fn transport_use(&self) -> TransportUse {
+        self.pool.transport_use
+    }
+
+    /// The number of PEs.
+    pub fn len(&self) -> usize {
+        self.pool.members.len()
+    }
+
+    /// Whether the pool is empty (never true for a pool the handlespace holds).
+    pub fn is_empty(&self) -> bool {
+        self.pool.members.is_empty()
+    }
+}
