@@ -4,7 +4,7 @@
 //! reported parameters) are cheap slices of the input instead of copies.
 
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
-use crate::limits::{MAX_NESTING_DEPTH, MAX_REPORTS};
+use crate::limits::{MAX_MESSAGE_LEN, MAX_NESTING_DEPTH, MAX_REPORTS};
 use crate::param::ParamType;
 use bytes::Bytes;
 
@@ -379,6 +379,20 @@ pub(crate) fn decode_header(buf: &Bytes) -> Result<(u8, u8, Reader<'_>), DecodeE
                 found: len,
                 min: 4,
                 max: buf.len(),
+            },
+        ));
+    }
+    // This crate counts the last parameter's padding in the length it sends
+    // (as rsplib does), so a length whose padded size passes 16 bits decodes to
+    // a message that cannot be encoded again, and a cookie could not be echoed.
+    if pad4(len) > MAX_MESSAGE_LEN {
+        return Err(DecodeError::new(
+            2,
+            DecodeErrorKind::BadLength {
+                what: "message",
+                found: len,
+                min: 4,
+                max: MAX_MESSAGE_LEN & !3,
             },
         ));
     }

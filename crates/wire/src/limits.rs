@@ -4,6 +4,9 @@
 //! make the decoder allocate or recurse beyond them.
 
 /// Largest message the header's 16-bit length field can describe.
+///
+/// Decoding accepts lengths up to the largest multiple of four below it
+/// (65532): a longer message, once padded, could not be encoded again.
 pub const MAX_MESSAGE_LEN: usize = u16::MAX as usize;
 
 /// Deepest nesting of parameters inside one another that is accepted.
