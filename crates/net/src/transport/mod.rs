@@ -10,7 +10,7 @@
 //!
 //! Backends:
 //! - [`memory`]: in-process, for fast tests of the networked layer;
-//! - `udp`: userland SCTP encapsulated in UDP (RFC 6951), for hosts
+//! - [`udp`]: userland SCTP encapsulated in UDP (RFC 6951), for hosts
 //!   without kernel SCTP; what it sends decodes in Wireshark as SCTP;
 //! - kernel SCTP (separate module, Linux only).
 //!
@@ -32,7 +32,7 @@ use bytes::Bytes;
 pub mod kernel;
 pub mod memory;
 pub mod select;
-// pub mod udp;
+pub mod udp;
 
 /// The payload protocol identifier of a message, in host byte order.
 ///
