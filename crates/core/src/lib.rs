@@ -13,14 +13,18 @@
 //! code therefore runs in the daemon and, deterministically, in the
 //! simulator.
 
+mod asap_client;
 mod inbound;
 mod io;
 mod outbox;
+pub mod pool_element;
 pub mod registrar;
 mod time;
 mod timer;
 
+pub use asap_client::{AnnounceStats, ClientConfigError, HuntConfig, InboundStats};
 pub use io::{AssocId, AssociationEvent, Destination, DownReason, Transmit};
+pub use pool_element::{PoolElement, PoolElementConfig, PoolElementEvent};
 pub use time::Instant;
 
 use bytes::Bytes;
