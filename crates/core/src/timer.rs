@@ -45,11 +45,6 @@ impl<K: Ord + Hash + Clone> Timers<K> {
         self.by_key.contains_key(key)
     }
 
-    /// The deadline of `key`, if armed.
-    pub(crate) fn deadline(&self, key: &K) -> Option<Instant> {
-        self.by_key.get(key).copied()
-    }
-
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
         self.by_deadline.first().map(|(at, _)| *at)

@@ -1,5 +1,389 @@
 //! The pool registrar (ENRP server): the ASAP server side for pool elements
 //! and users, ENRP replication with its peers, takeover of failed peers, and
 //! the Takeover Suggestion.
+//!
+//! Work is split by protocol: `asap` handles pool elements and users, `enrp`
+//! the peers; `space` adapts the handlespace to what both need.
 
+mod asap;
 pub mod balance;
+mod config;
+mod enrp;
+mod events;
+mod peers;
+mod space;
+
+pub use balance::{BalancePolicy, BalancedConfig, DeclineReason, OwnershipView, Withheld};
+pub use config::{ConfigError, LifeUnit, RegistrarConfig, TakeoverArbitration};
+pub use events::{RegistrarEvent, RegistrarStats, RemovalReason};
+pub use peers::{Peer, PeerStatus};
+
+use crate::Machine;
+use crate::inbound::{self, Inbound};
+use crate::io::{AssocId, AssociationEvent, Destination, Transmit};
+use crate::outbox::Outbox;
+use crate::time::Instant;
+use crate::timer::Timers;
+use balance::Balancer;
+use bytes::Bytes;
+use peers::Peers;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rserpool_wire::{Message, PeId, PoolHandle, PrId};
+use space::Space;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A pool element as the registrar's timers and indices name it.
+pub type PeKey = (PoolHandle, PeId);
+
+/// The registrar's timers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    /// Send PRESENCE to all peers.
+    Heartbeat,
+    /// Send ASAP_SERVER_ANNOUNCE.
+    Announce,
+    /// Stop waiting for a mentor and start alone.
+    MentorDiscovery,
+    /// Retry the initial download (mentor busy or silent).
+    DownloadRetry,
+    /// A peer has been silent for MAX-TIME-LAST-HEARD.
+    PeerSilent(PrId),
+    /// A probed peer did not answer within MAX-TIME-NO-RESPONSE.
+    PeerNoResponse(PrId),
+    /// Give up a takeover.
+    TakeoverExpiry(PrId),
+    /// Send the next ENDPOINT_KEEP_ALIVE to an owned PE.
+    KeepAlive(PeKey),
+    /// An ENDPOINT_KEEP_ALIVE went unanswered.
+    KeepAliveTimeout(PeKey),
+    /// A registration's lifetime ends.
+    Lifetime(PeKey),
+    /// Forget an outgoing handle table session nobody continued.
+    TableSession(PrId),
+}
+
+/// Where the registrar is in its start-up (RFC 5353 §3.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a configured peer to answer, to make it the mentor.
+    Discovering,
+    /// Downloading the handlespace from the mentor.
+    Downloading {
+        /// The mentor.
+        mentor: PrId,
+        /// Download attempts so far (a mentor that is itself starting rejects).
+        attempts: u32,
+    },
+    /// Serving.
+    Ready,
+}
+
+/// A takeover of a failed peer this registrar initiated (RFC 5353 §3.5).
+#[derive(Debug, Clone)]
+struct Takeover {
+    /// Peers whose INIT_TAKEOVER_ACK is still missing.
+    awaiting: BTreeSet<PrId>,
+}
+
+/// A handlespace download from a peer: the initial one (from the mentor) or
+/// a resynchronisation after a checksum mismatch (own-children-only).
+#[derive(Debug, Clone)]
+struct Sync {
+    own_children_only: bool,
+    /// PEs owned by the peer that the download has not confirmed yet.
+    unconfirmed: HashSet<PeKey>,
+}
+
+/// A pool registrar.
+pub struct Registrar {
+    cfg: RegistrarConfig,
+    id: PrId,
+    rng: ChaCha8Rng,
+    space: Space,
+    peers: Peers,
+    balancer: Balancer,
+    timers: Timers<Timer>,
+    out: Outbox<RegistrarEvent>,
+    stats: RegistrarStats,
+    phase: Phase,
+    /// Peer addresses of every association that is up.
+    associations: HashMap<AssocId, Vec<SocketAddr>>,
+    /// The registration association of each owned PE.
+    pe_assoc: HashMap<PeKey, AssocId>,
+    /// The owned PEs registered over each association.
+    assoc_pes: HashMap<AssocId, HashSet<PeKey>>,
+    /// ENDPOINT_UNREACHABLE reports per PE.
+    bad_reports: HashMap<PeKey, u32>,
+    /// Takeovers this registrar initiated, by target.
+    takeovers: BTreeMap<PrId, Takeover>,
+    /// Outgoing handle table sessions: requesting peer -> (own-children-only, resume after).
+    table_sessions: HashMap<PrId, (bool, Option<PeKey>)>,
+    /// Incoming handle table downloads, by peer.
+    syncs: HashMap<PrId, Sync>,
+}
+
+impl Registrar {
+    /// A registrar starting at `now`, its randomness drawn from `seed`.
+    pub fn new(cfg: RegistrarConfig, seed: u64, now: Instant) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let id = match cfg.id {
+            Some(id) => id,
+            None => loop {
+                if let Some(id) = PrId::new(rng.random()) {
+                    break id;
+                }
+            },
+        };
+        let balancer = Balancer::new(cfg.balance.clone(), cfg.move_grace, now);
+        let mut r = Self {
+            space: Space::new(
+                cfg.max_pool_elements,
+                cfg.default_handle_resolution_items,
+                cfg.max_handle_resolution_items,
+            ),
+            cfg,
+            id,
+            rng,
+            peers: Peers::default(),
+            balancer,
+            timers: Timers::default(),
+            out: Outbox::default(),
+            stats: RegistrarStats::default(),
+            phase: Phase::Discovering,
+            associations: HashMap::new(),
+            pe_assoc: HashMap::new(),
+            assoc_pes: HashMap::new(),
+            bad_reports: HashMap::new(),
+            takeovers: BTreeMap::new(),
+            table_sessions: HashMap::new(),
+            syncs: HashMap::new(),
+        };
+        r.start(now);
+        Ok(r)
+    }
+
+    /// The registrar's server ID.
+    pub fn id(&self) -> PrId {
+        self.id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RegistrarConfig {
+        &self.cfg
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &RegistrarStats {
+        &self.stats
+    }
+
+    /// Whether start-up (mentor discovery and download) is complete.
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// The peers this registrar knows.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter()
+    }
+
+    /// The handlespace.
+    pub fn handlespace(&self) -> &rserpool_handlespace::Handlespace {
+        self.space.inner()
+    }
+
+    /// PEs owned by `pr` in this registrar's handlespace.
+    pub fn owned_count(&self, pr: PrId) -> usize {
+        self.space.owned_count(pr)
+    }
+
+    /// The checksum over the PEs `pr` owns, as this registrar computes it.
+    pub fn checksum(&self, pr: PrId) -> u16 {
+        self.space.checksum(pr)
+    }
+
+    fn start(&mut self, now: Instant) {
+        let jitter = self.jittered(self.cfg.peer_heartbeat_cycle);
+        self.timers.set(Timer::Heartbeat, now + jitter);
+        if self.cfg.announce {
+            self.timers.set(Timer::Announce, now);
+        }
+        if self.cfg.peers.is_empty() {
+            self.become_ready(now);
+        } else {
+            for addrs in self.cfg.peers.clone() {
+                self.send_presence(Destination::Addresses(addrs), None, true);
+            }
+            self.timers.set(
+                Timer::MentorDiscovery,
+                now + self.cfg.mentor_discovery_timeout,
+            );
+        }
+    }
+
+    fn become_ready(&mut self, _now: Instant) {
+        if self.phase != Phase::Ready {
+            self.phase = Phase::Ready;
+            self.timers.cancel(&Timer::MentorDiscovery);
+            self.timers.cancel(&Timer::DownloadRetry);
+            self.out.event(RegistrarEvent::Ready);
+        }
+    }
+
+    /// `d` scaled uniformly by 0.5..1.5, so that periodic work spreads out.
+    fn jittered(&mut self, d: Duration) -> Duration {
+        d.mul_f64(self.rng.random_range(0.5..1.5))
+    }
+
+    fn send(&mut self, t: Transmit) {
+        if let Transmit::Send { message, .. } = &t {
+            self.stats.count_sent(message);
+        }
+        self.out.send(t);
+    }
+
+    /// The ownership picture for balance decisions: this registrar and its live peers.
+    fn ownership_view(&self) -> OwnershipView {
+        OwnershipView {
+            own: self.id,
+            own_count: self.space.owned_count(self.id),
+            peers: self
+                .peers
+                .iter()
+                .filter(|p| p.status == PeerStatus::Alive && !self.takeovers.contains_key(&p.id))
+                .map(|p| (p.id, self.space.owned_count(p.id)))
+                .collect(),
+        }
+    }
+}
+
+impl Machine for Registrar {
+    type Event = RegistrarEvent;
+
+    fn handle_data(&mut self, now: Instant, assoc: AssocId, ppid: u32, data: Bytes) {
+        match inbound::decode(ppid, &data) {
+            Inbound::Message(message, report) => {
+                self.stats.count_received(&message);
+                if let Some(causes) = report {
+                    if let Some(reply) = inbound::error_reply(ppid, Some(self.id), causes) {
+                        self.send(Transmit::Send {
+                            to: Destination::Association(assoc),
+                            message: reply,
+                        });
+                    }
+                }
+                match message {
+                    Message::Asap(m) => self.handle_asap(now, assoc, m),
+                    Message::Enrp(m) => self.handle_enrp(now, Some(assoc), m),
+                }
+            }
+            Inbound::Invalid { error, reply } => {
+                self.stats.invalid_messages += 1;
+                tracing::debug!(registrar = %self.id, ?assoc, ppid, %error, "undecodable message");
+                self.out.event(RegistrarEvent::BadMessage {
+                    assoc: Some(assoc),
+                    error: error.to_string(),
+                });
+                if let Some(cause) = reply {
+                    if let Some(m) = inbound::error_reply(ppid, Some(self.id), vec![cause]) {
+                        self.send(Transmit::Send {
+                            to: Destination::Association(assoc),
+                            message: m,
+                        });
+                    }
+                }
+            }
+            Inbound::ForeignPpid(p) => {
+                self.stats.invalid_messages += 1;
+                tracing::debug!(registrar = %self.id, ?assoc, ppid = p, "message with a foreign PPID");
+            }
+        }
+    }
+
+    fn handle_association(&mut self, now: Instant, event: AssociationEvent) {
+        match event {
+            AssociationEvent::Up { assoc, peer } => {
+                self.associations.insert(assoc, peer);
+            }
+            AssociationEvent::Down { assoc, reason } => {
+                self.associations.remove(&assoc);
+                self.peers.association_down(assoc);
+                self.pe_association_down(now, assoc, reason);
+            }
+        }
+    }
+
+    fn handle_announce(&mut self, now: Instant, from: SocketAddr, ppid: u32, data: Bytes) {
+        // Registrars listen to announces only for ENRP presences of peers
+        // (the reference implementation's multicast peer discovery).
+        match inbound::decode(ppid, &data) {
+            Inbound::Message(Message::Enrp(m), _) => {
+                self.stats.count_received(&Message::Enrp(m.clone()));
+                if let rserpool_wire::EnrpMessage::Presence { .. } = m {
+                    self.handle_announced_presence(now, from, m);
+                }
+            }
+            Inbound::Message(Message::Asap(_), _) => {}
+            _ => self.stats.invalid_messages += 1,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            self.on_timer(now, timer);
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<RegistrarEvent> {
+        self.out.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}
+
+impl Registrar {
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Heartbeat => {
+                self.heartbeat(now);
+                let next = self.jittered(self.cfg.peer_heartbeat_cycle);
+                self.timers.set(Timer::Heartbeat, now + next);
+            }
+            Timer::Announce => {
+                self.server_announce();
+                let n = self.peers.active().count() as u32 + 1;
+                self.timers
+                    .set(Timer::Announce, now + self.cfg.server_announce_cycle * n);
+            }
+            Timer::MentorDiscovery => {
+                if self.phase == Phase::Discovering {
+                    tracing::info!(registrar = %self.id, "no mentor answered: starting alone");
+                    self.become_ready(now);
+                }
+            }
+            Timer::DownloadRetry => self.retry_download(now),
+            Timer::PeerSilent(id) => self.peer_silent(now, id),
+            Timer::PeerNoResponse(id) => self.peer_no_response(now, id),
+            Timer::TakeoverExpiry(id) => self.takeover_expired(now, id),
+            Timer::KeepAlive(key) => self.send_keep_alive(now, key, false),
+            Timer::KeepAliveTimeout(key) => self.keep_alive_timeout(now, key),
+            Timer::Lifetime(key) => self.lifetime_expired(now, key),
+            Timer::TableSession(id) => {
+                self.table_sessions.remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

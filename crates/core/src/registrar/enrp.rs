@@ -1,0 +1,755 @@
+//! The registrar's ENRP side (RFC 5353): peers and their liveness, handle
+//! updates (with the Takeover Suggestion), handlespace download and audit,
+//! and the takeover of failed peers.
+
+use super::balance::DeclineReason;
+use super::config::TakeoverArbitration;
+use super::peers::PeerStatus;
+use super::{PeKey, Phase, Registrar, RegistrarEvent, RemovalReason, Sync, Takeover, Timer};
+use crate::io::{AssocId, Destination, Transmit};
+use crate::time::Instant;
+use rserpool_wire::{EnrpMessage, PoolElement, PoolEntry, PoolHandle, PrId, Servers, UpdateAction};
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+
+/// Initial download attempts before a registrar starts without a mentor.
+const MAX_DOWNLOAD_ATTEMPTS: u32 = 3;
+
+impl Registrar {
+    fn servers(&self, to: Option<PrId>) -> Servers {
+        Servers {
+            sender: self.id,
+            receiver: to,
+        }
+    }
+
+    fn to_peer(&self, id: PrId) -> Option<Destination> {
+        let p = self.peers.get(id)?;
+        match p.assoc {
+            Some(a) if self.associations.contains_key(&a) => Some(Destination::Association(a)),
+            _ if !p.addresses.is_empty() => Some(Destination::Addresses(p.addresses.clone())),
+            _ => None,
+        }
+    }
+
+    fn send_enrp(&mut self, to: Destination, m: EnrpMessage) {
+        self.send(Transmit::enrp(to, m));
+    }
+
+    fn send_to_peer(&mut self, id: PrId, m: EnrpMessage) {
+        if let Some(to) = self.to_peer(id) {
+            self.send_enrp(to, m);
+        }
+    }
+
+    /// Group-cast: one copy to every peer not declared dead (RFC 5353 §3.1).
+    fn send_to_all(&mut self, make: impl Fn(Option<PrId>) -> EnrpMessage) {
+        let ids: Vec<PrId> = self.peers.active().map(|p| p.id).collect();
+        for id in ids {
+            self.send_to_peer(id, make(None));
+        }
+    }
+
+    pub(super) fn send_presence(&mut self, to: Destination, receiver: Option<PrId>, reply: bool) {
+        let m = EnrpMessage::Presence {
+            servers: self.servers(receiver),
+            reply_required: reply,
+            checksum: Some(self.space.checksum(self.id)),
+            server_info: self.server_information(),
+        };
+        self.send_enrp(to, m);
+    }
+
+    pub(super) fn heartbeat(&mut self, _now: Instant) {
+        let ids: Vec<PrId> = self.peers.active().map(|p| p.id).collect();
+        for id in ids {
+            if let Some(to) = self.to_peer(id) {
+                self.send_presence(to, Some(id), false);
+            }
+        }
+    }
+
+    /// Everything from a peer proves it alive (RFC 5353 §3.4.2); an unknown
+    /// peer is added and asked for its presence (§3.4.1).
+    fn peer_heard(&mut self, now: Instant, id: PrId, assoc: Option<AssocId>) {
+        let fallback: Vec<SocketAddr> = assoc
+            .and_then(|a| self.associations.get(&a).cloned())
+            .unwrap_or_default();
+        let was_dead = self
+            .peers
+            .get(id)
+            .is_some_and(|p| p.status == PeerStatus::Dead);
+        let new = self.peers.heard(now, id, assoc, &fallback);
+        self.timers.cancel(&Timer::PeerNoResponse(id));
+        self.timers
+            .set(Timer::PeerSilent(id), now + self.cfg.max_time_last_heard);
+        if new || was_dead {
+            self.out.event(RegistrarEvent::PeerUp(id));
+        }
+        if new {
+            if let Some(to) = self.to_peer(id) {
+                self.send_presence(to, Some(id), true);
+            }
+        }
+        if self.takeovers.remove(&id).is_some() {
+            // RFC 5353 §3.5.1: the target is alive after all.
+            self.timers.cancel(&Timer::TakeoverExpiry(id));
+            self.out.event(RegistrarEvent::TakeoverAbandoned(id));
+        }
+    }
+
+    pub(super) fn handle_announced_presence(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        m: EnrpMessage,
+    ) {
+        let sender = m.servers().sender;
+        if sender == self.id || self.peers.get(sender).is_some() {
+            return;
+        }
+        // An unknown registrar announced itself: talk to it point to point.
+        let addrs = match &m {
+            EnrpMessage::Presence {
+                server_info: Some(info),
+                ..
+            } => super::asap::socket_addrs(&info.transport),
+            _ => vec![from],
+        };
+        self.peers.heard(now, sender, None, &addrs);
+        if let EnrpMessage::Presence {
+            server_info: Some(info),
+            ..
+        } = &m
+        {
+            self.peers.learn(info);
+        }
+        self.timers.set(
+            Timer::PeerSilent(sender),
+            now + self.cfg.max_time_last_heard,
+        );
+        self.out.event(RegistrarEvent::PeerUp(sender));
+        if let Some(to) = self.to_peer(sender) {
+            self.send_presence(to, Some(sender), true);
+        }
+    }
+
+    pub(super) fn handle_enrp(&mut self, now: Instant, assoc: Option<AssocId>, m: EnrpMessage) {
+        let sender = m.servers().sender;
+        if sender == self.id {
+            // Our own group-cast echoed back (or a peer with our ID): ignore.
+            return;
+        }
+        self.peer_heard(now, sender, assoc);
+        match m {
+            EnrpMessage::Presence {
+                reply_required,
+                checksum,
+                server_info,
+                ..
+            } => {
+                if let Some(info) = &server_info {
+                    self.peers.learn(info);
+                }
+                if reply_required {
+                    if let Some(to) = self.to_peer(sender) {
+                        self.send_presence(to, Some(sender), false);
+                    }
+                }
+                if self.phase == Phase::Discovering {
+                    self.start_download(now, sender);
+                }
+                if let Some(c) = checksum {
+                    if let Some(p) = self.peers.get_mut(sender) {
+                        p.announced_checksum = Some(c);
+                    }
+                    self.audit(now, sender, c);
+                }
+            }
+            EnrpMessage::ListRequest { .. } => {
+                let ready = self.phase == Phase::Ready;
+                let peers = if ready {
+                    let ids = self.peers.ids();
+                    ids.into_iter()
+                        .filter(|id| *id != sender)
+                        .filter_map(|id| {
+                            let p = self.peers.get(id)?;
+                            (p.status != PeerStatus::Dead).then_some(p.clone())
+                        })
+                        .filter_map(|p| peer_information(&p))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let m = EnrpMessage::ListResponse {
+                    servers: self.servers(Some(sender)),
+                    rejected: !ready,
+                    peers,
+                };
+                self.send_to_peer(sender, m);
+            }
+            EnrpMessage::ListResponse {
+                rejected, peers, ..
+            } => {
+                if rejected {
+                    return;
+                }
+                for info in peers {
+                    if info.server_id == self.id || self.peers.get(info.server_id).is_some() {
+                        continue;
+                    }
+                    let addrs = super::asap::socket_addrs(&info.transport);
+                    self.peers.heard(now, info.server_id, None, &addrs);
+                    self.timers.set(
+                        Timer::PeerSilent(info.server_id),
+                        now + self.cfg.max_time_last_heard,
+                    );
+                    self.out.event(RegistrarEvent::PeerUp(info.server_id));
+                    self.send_presence(Destination::Addresses(addrs), Some(info.server_id), true);
+                }
+            }
+            EnrpMessage::HandleTableRequest {
+                own_children_only, ..
+            } => self.table_request(now, sender, own_children_only),
+            EnrpMessage::HandleTableResponse {
+                rejected,
+                more_to_send,
+                pools,
+                ..
+            } => self.table_response(now, sender, rejected, more_to_send, pools),
+            EnrpMessage::HandleUpdate {
+                takeover_suggested,
+                action,
+                pool_handle,
+                pool_element,
+                ..
+            } => self.handle_update(
+                now,
+                sender,
+                takeover_suggested,
+                action,
+                pool_handle,
+                pool_element,
+            ),
+            EnrpMessage::InitTakeover { target, .. } => self.init_takeover(now, sender, target),
+            EnrpMessage::InitTakeoverAck { target, .. } => {
+                let won = match self.takeovers.get_mut(&target) {
+                    Some(t) => {
+                        t.awaiting.remove(&sender);
+                        t.awaiting.is_empty()
+                    }
+                    None => false,
+                };
+                if won {
+                    self.complete_takeover(now, target);
+                }
+            }
+            EnrpMessage::TakeoverServer { target, .. } => {
+                if self.takeovers.remove(&target).is_some() {
+                    self.timers.cancel(&Timer::TakeoverExpiry(target));
+                    self.out.event(RegistrarEvent::TakeoverAbandoned(target));
+                }
+                for key in self.space.owned_by(target) {
+                    self.space.set_owner(&key.0, key.1, sender);
+                }
+                self.drop_peer(target);
+            }
+            EnrpMessage::Error { causes, .. } => {
+                tracing::debug!(registrar = %self.id, %sender, ?causes, "ENRP_ERROR received");
+            }
+        }
+    }
+
+    // ----- start-up: mentor and download (RFC 5353 §3.2) -----
+
+    fn start_download(&mut self, now: Instant, mentor: PrId) {
+        let attempts = match self.phase {
+            Phase::Downloading { attempts, .. } => attempts + 1,
+            _ => 1,
+        };
+        if attempts > MAX_DOWNLOAD_ATTEMPTS {
+            // Registrars that start together reject each other's downloads
+            // while starting; one of them must begin alone, and the audit
+            // reconciles their handlespaces afterwards.
+            tracing::info!(registrar = %self.id, "no mentor could serve a download: starting alone");
+            return self.become_ready(now);
+        }
+        self.phase = Phase::Downloading { mentor, attempts };
+        self.timers.cancel(&Timer::MentorDiscovery);
+        self.send_to_peer(
+            mentor,
+            EnrpMessage::ListRequest {
+                servers: self.servers(Some(mentor)),
+            },
+        );
+        self.request_table(now, mentor, false);
+    }
+
+    fn request_table(&mut self, now: Instant, peer: PrId, own_children_only: bool) {
+        self.syncs.entry(peer).or_insert_with(|| Sync {
+            own_children_only,
+            unconfirmed: HashSet::new(),
+        });
+        self.send_to_peer(
+            peer,
+            EnrpMessage::HandleTableRequest {
+                servers: self.servers(Some(peer)),
+                own_children_only,
+            },
+        );
+        if !own_children_only {
+            self.timers
+                .set(Timer::DownloadRetry, now + self.cfg.max_time_no_response);
+        }
+    }
+
+    pub(super) fn retry_download(&mut self, now: Instant) {
+        let Phase::Downloading { mentor, .. } = self.phase else {
+            return;
+        };
+        self.syncs.remove(&mentor);
+        // Another live peer, if any, becomes the mentor; else start alone.
+        let next = self
+            .peers
+            .active()
+            .map(|p| p.id)
+            .find(|id| *id != mentor)
+            .or_else(|| self.peers.get(mentor).map(|p| p.id));
+        match next {
+            Some(m)
+                if self
+                    .peers
+                    .get(m)
+                    .is_some_and(|p| p.status == PeerStatus::Alive) =>
+            {
+                self.start_download(now, m)
+            }
+            _ => self.become_ready(now),
+        }
+    }
+
+    fn table_request(&mut self, now: Instant, peer: PrId, own_children_only: bool) {
+        if self.phase != Phase::Ready {
+            let m = EnrpMessage::HandleTableResponse {
+                servers: self.servers(Some(peer)),
+                rejected: true,
+                more_to_send: false,
+                pools: Vec::new(),
+            };
+            return self.send_to_peer(peer, m);
+        }
+        let after = match self.table_sessions.get(&peer) {
+            Some((w, cursor)) if *w == own_children_only => cursor.clone(),
+            _ => None,
+        };
+        let owner = own_children_only.then_some(self.id);
+        let (pools, last, more) = self.space.page(
+            after.as_ref(),
+            owner,
+            self.cfg.max_elements_per_table_response,
+        );
+        if more {
+            self.table_sessions.insert(peer, (own_children_only, last));
+            self.timers.set(
+                Timer::TableSession(peer),
+                now + self.cfg.max_time_no_response * 2,
+            );
+        } else {
+            self.table_sessions.remove(&peer);
+            self.timers.cancel(&Timer::TableSession(peer));
+        }
+        let m = EnrpMessage::HandleTableResponse {
+            servers: self.servers(Some(peer)),
+            rejected: false,
+            more_to_send: more,
+            pools,
+        };
+        self.send_to_peer(peer, m);
+    }
+
+    fn table_response(
+        &mut self,
+        now: Instant,
+        peer: PrId,
+        rejected: bool,
+        more: bool,
+        pools: Vec<PoolEntry>,
+    ) {
+        let Some(own_children_only) = self.syncs.get(&peer).map(|s| s.own_children_only) else {
+            return;
+        };
+        if rejected {
+            // Busy or starting: the retry timer (download) or the next
+            // presence's audit (resynchronisation) tries again.
+            if own_children_only {
+                self.syncs.remove(&peer);
+            }
+            return;
+        }
+        for entry in pools {
+            for pe in entry.pool_elements {
+                if pe.home_registrar == Some(self.id) {
+                    // Our own PEs are authoritative here (RFC 5353 §3.3.1 note).
+                    continue;
+                }
+                let key = (entry.pool_handle.clone(), pe.id);
+                if let Some(s) = self.syncs.get_mut(&peer) {
+                    s.unconfirmed.remove(&key);
+                }
+                self.import(now, &entry.pool_handle, pe);
+            }
+        }
+        if more {
+            self.request_table(now, peer, own_children_only);
+            return;
+        }
+        let Some(sync) = self.syncs.remove(&peer) else {
+            return;
+        };
+        for key in sync.unconfirmed {
+            if self.space.home(&key.0, key.1) == Some(Some(peer)) {
+                self.remove_pe(now, &key, RemovalReason::Resynchronised);
+            }
+        }
+        if matches!(self.phase, Phase::Downloading { mentor, .. } if mentor == peer)
+            && !own_children_only
+        {
+            self.timers.cancel(&Timer::DownloadRetry);
+            self.become_ready(now);
+        }
+    }
+
+    /// RFC 5353 §3.6: a peer's announced checksum disagrees with ours for its
+    /// PEs: mark them, download what it owns, drop what it did not confirm.
+    fn audit(&mut self, now: Instant, peer: PrId, announced: u16) {
+        if self.phase != Phase::Ready || self.syncs.contains_key(&peer) {
+            return;
+        }
+        if self.space.checksum(peer) == announced {
+            return;
+        }
+        self.out.event(RegistrarEvent::ResyncStarted(peer));
+        let unconfirmed: HashSet<PeKey> = self.space.owned_by(peer).into_iter().collect();
+        self.syncs.insert(
+            peer,
+            Sync {
+                own_children_only: true,
+                unconfirmed,
+            },
+        );
+        self.request_table(now, peer, true);
+    }
+
+    /// Adds or updates a PE learnt from a peer (update, download).
+    fn import(&mut self, now: Instant, pool: &PoolHandle, pe: PoolElement) -> Option<Option<PrId>> {
+        let key: PeKey = (pool.clone(), pe.id);
+        let life = pe.registration_life.0;
+        let new_home = pe.home_registrar;
+        match self.space.register(pool, pe, now) {
+            Ok(outcome) => {
+                if outcome.previous_home == Some(self.id) && new_home != Some(self.id) {
+                    self.lost_ownership(&key, new_home);
+                }
+                self.arm_lifetime(now, key, life);
+                Some(outcome.previous_home)
+            }
+            Err(cause) => {
+                tracing::debug!(registrar = %self.id, ?cause, "peer's PE rejected by the handlespace");
+                None
+            }
+        }
+    }
+
+    fn lost_ownership(&mut self, key: &PeKey, to: Option<PrId>) {
+        self.timers.cancel(&Timer::KeepAlive(key.clone()));
+        self.timers.cancel(&Timer::KeepAliveTimeout(key.clone()));
+        if let Some(a) = self.pe_assoc.remove(key) {
+            if let Some(set) = self.assoc_pes.get_mut(&a) {
+                set.remove(key);
+            }
+        }
+        self.balancer.settle(&key.0, key.1);
+        self.stats.ownership_lost += 1;
+        if let Some(to) = to {
+            self.out.event(RegistrarEvent::OwnershipLost {
+                pool: key.0.clone(),
+                pe: key.1,
+                to,
+            });
+        }
+    }
+
+    // ----- handle updates and the Takeover Suggestion -----
+
+    fn handle_update(
+        &mut self,
+        now: Instant,
+        sender: PrId,
+        takeover: bool,
+        action: UpdateAction,
+        pool: PoolHandle,
+        pe: PoolElement,
+    ) {
+        let key: PeKey = (pool.clone(), pe.id);
+        match action {
+            UpdateAction::AddPe => {
+                if pe.home_registrar == Some(self.id) {
+                    // A peer's stale view of a PE we own: ours is authoritative.
+                    return;
+                }
+                self.import(now, &pool, pe);
+                if takeover {
+                    self.takeover_suggested(now, sender, key);
+                }
+            }
+            UpdateAction::DelPe => {
+                // Apply only if the sender's view of the PE's home matches
+                // ours: a DEL_PE from a former home that raced with the PE's
+                // move must not delete it (the T flag is ignored on DEL_PE).
+                let home = self.space.home(&key.0, key.1);
+                if home.is_some() && home == Some(pe.home_registrar) {
+                    self.remove_pe(now, &key, RemovalReason::PeerDeleted);
+                }
+            }
+        }
+    }
+
+    fn takeover_suggested(&mut self, now: Instant, sender: PrId, key: PeKey) {
+        self.stats.suggestions_received += 1;
+        let decision = if !self.cfg.accept_suggestions {
+            Err(DeclineReason::Disabled)
+        } else if self.phase != Phase::Ready {
+            Err(DeclineReason::NotReady)
+        } else {
+            match self.space.home(&key.0, key.1) {
+                None => Err(DeclineReason::UnknownPe),
+                Some(Some(h)) if h == self.id => Err(DeclineReason::AlreadyHome),
+                Some(h) if h != Some(sender) => Err(DeclineReason::NotHome),
+                Some(_) => {
+                    let view = self.ownership_view();
+                    self.balancer
+                        .admit(now, &key.0, key.1, &view, self.cfg.max_owned)
+                }
+            }
+        };
+        match decision {
+            Ok(()) => {
+                self.stats.suggestions_accepted += 1;
+                self.out.event(RegistrarEvent::SuggestionAccepted {
+                    pool: key.0.clone(),
+                    pe: key.1,
+                    from: sender,
+                });
+                // Ownership moves when the PE re-registers here (RFC 5352 §3.1
+                // rule 4); until then the sender stays its home everywhere.
+                self.send_keep_alive(now, key, true);
+            }
+            Err(reason) => {
+                self.stats.suggestions_declined += 1;
+                self.out.event(RegistrarEvent::SuggestionDeclined {
+                    pool: key.0,
+                    pe: key.1,
+                    from: sender,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// RFC 5353 §3.3.1: announce an owned PE to every peer; then the balance
+    /// policy may suggest it to one peer with one more copy carrying T.
+    pub(super) fn announce_add(&mut self, now: Instant, pool: &PoolHandle, pe: PoolElement) {
+        let pe_id = pe.id;
+        let update = |to: Option<PrId>, t: bool, s: &Self| EnrpMessage::HandleUpdate {
+            servers: s.servers(to),
+            takeover_suggested: t,
+            action: UpdateAction::AddPe,
+            pool_handle: pool.clone(),
+            pool_element: pe.clone(),
+        };
+        let ids: Vec<PrId> = self.peers.active().map(|p| p.id).collect();
+        for id in &ids {
+            let m = update(None, false, self);
+            self.send_to_peer(*id, m);
+        }
+        if ids.is_empty() {
+            return;
+        }
+        let view = self.ownership_view();
+        match self.balancer.suggest(now, pool, pe_id, &view) {
+            Ok(target) => {
+                self.stats.suggestions_sent += 1;
+                self.out.event(RegistrarEvent::SuggestionSent {
+                    pool: pool.clone(),
+                    pe: pe_id,
+                    to: target,
+                });
+                let m = update(Some(target), true, self);
+                self.send_to_peer(target, m);
+            }
+            Err(w) => self.stats.withheld(w),
+        }
+    }
+
+    /// RFC 5353 §3.3.2: announce a removal; the receiver ID is 0.
+    pub(super) fn announce_del(&mut self, pool: &PoolHandle, pe: PoolElement) {
+        let servers = self.servers(None);
+        self.send_to_all(|_| EnrpMessage::HandleUpdate {
+            servers,
+            takeover_suggested: false,
+            action: UpdateAction::DelPe,
+            pool_handle: pool.clone(),
+            pool_element: pe.clone(),
+        });
+    }
+
+    // ----- failure detection and takeover (RFC 5353 §3.4.2, §3.5) -----
+
+    pub(super) fn peer_silent(&mut self, now: Instant, id: PrId) {
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        if p.status != PeerStatus::Alive {
+            return;
+        }
+        p.status = PeerStatus::Probing { since: now };
+        if let Some(to) = self.to_peer(id) {
+            self.send_presence(to, Some(id), true);
+        }
+        self.timers.set(
+            Timer::PeerNoResponse(id),
+            now + self.cfg.max_time_no_response,
+        );
+    }
+
+    pub(super) fn peer_no_response(&mut self, now: Instant, id: PrId) {
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        if !matches!(p.status, PeerStatus::Probing { .. }) {
+            return;
+        }
+        p.status = PeerStatus::Dead;
+        self.out.event(RegistrarEvent::PeerDown(id));
+        if self.space.owned_count(id) == 0 {
+            self.drop_peer(id);
+            return;
+        }
+        self.start_takeover(now, id);
+    }
+
+    fn start_takeover(&mut self, now: Instant, target: PrId) {
+        let awaiting: BTreeSet<PrId> = self
+            .peers
+            .active()
+            .map(|p| p.id)
+            .filter(|id| *id != target)
+            .collect();
+        self.out.event(RegistrarEvent::TakeoverStarted(target));
+        let servers = self.servers(None);
+        let ids: Vec<PrId> = self.peers.ids();
+        for id in ids {
+            // Every peer, the target included: it may only seem dead.
+            self.send_to_peer(id, EnrpMessage::InitTakeover { servers, target });
+        }
+        let done = awaiting.is_empty();
+        self.takeovers.insert(target, Takeover { awaiting });
+        if done {
+            // Nobody else to ask (RFC 5353 leaves this case open; a two-
+            // registrar scope would otherwise never complete a takeover).
+            self.complete_takeover(now, target);
+        } else {
+            self.timers.set(
+                Timer::TakeoverExpiry(target),
+                now + self.cfg.takeover_expiry,
+            );
+        }
+    }
+
+    fn init_takeover(&mut self, _now: Instant, sender: PrId, target: PrId) {
+        if target == self.id {
+            // A false alarm about us: tell everyone we are alive.
+            let ids: Vec<PrId> = self.peers.active().map(|p| p.id).collect();
+            for id in ids {
+                if let Some(to) = self.to_peer(id) {
+                    self.send_presence(to, Some(id), false);
+                }
+            }
+            return;
+        }
+        if self.takeovers.contains_key(&target) {
+            let yield_to_sender = match self.cfg.takeover_arbitration {
+                TakeoverArbitration::HighestIdWins => self.id < sender,
+                TakeoverArbitration::LowestIdWins => sender < self.id,
+            };
+            if !yield_to_sender {
+                return;
+            }
+            self.takeovers.remove(&target);
+            self.timers.cancel(&Timer::TakeoverExpiry(target));
+            self.out.event(RegistrarEvent::TakeoverAbandoned(target));
+        }
+        if let Some(p) = self.peers.get_mut(target) {
+            if p.status != PeerStatus::Dead {
+                p.status = PeerStatus::Dead;
+                self.out.event(RegistrarEvent::PeerDown(target));
+            }
+            self.timers.cancel(&Timer::PeerSilent(target));
+            self.timers.cancel(&Timer::PeerNoResponse(target));
+        }
+        let servers = self.servers(Some(sender));
+        self.send_to_peer(sender, EnrpMessage::InitTakeoverAck { servers, target });
+    }
+
+    fn complete_takeover(&mut self, now: Instant, target: PrId) {
+        self.takeovers.remove(&target);
+        self.timers.cancel(&Timer::TakeoverExpiry(target));
+        let servers = self.servers(None);
+        self.send_to_all(|_| EnrpMessage::TakeoverServer { servers, target });
+        let pes = self.space.owned_by(target);
+        let n = pes.len();
+        for key in pes {
+            self.claim_pe(now, key, Some(target));
+        }
+        self.drop_peer(target);
+        self.out
+            .event(RegistrarEvent::TakeoverCompleted { target, pes: n });
+    }
+
+    pub(super) fn takeover_expired(&mut self, _now: Instant, target: PrId) {
+        if self.takeovers.remove(&target).is_some() {
+            self.out.event(RegistrarEvent::TakeoverAbandoned(target));
+            self.drop_peer(target);
+        }
+    }
+
+    fn drop_peer(&mut self, id: PrId) {
+        self.peers.remove(id);
+        self.syncs.remove(&id);
+        self.table_sessions.remove(&id);
+        for t in [
+            Timer::PeerSilent(id),
+            Timer::PeerNoResponse(id),
+            Timer::TakeoverExpiry(id),
+            Timer::TableSession(id),
+        ] {
+            self.timers.cancel(&t);
+        }
+    }
+}
+
+fn peer_information(p: &super::Peer) -> Option<rserpool_wire::ServerInformation> {
+    let first = p.addresses.first()?;
+    Some(rserpool_wire::ServerInformation {
+        server_id: p.id,
+        transport: rserpool_wire::TransportAddress::sctp(
+            first.port(),
+            rserpool_wire::TransportUse::DataOnly,
+            p.addresses
+                .iter()
+                .filter(|a| a.port() == first.port())
+                .map(SocketAddr::ip)
+                .collect(),
+        ),
+    })
+}

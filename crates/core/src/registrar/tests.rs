@@ -1,0 +1,702 @@
+//! Unit tests of one registrar driven by hand. Multi-registrar behaviour
+//! (replication, takeover, balancing) is tested in the simulator crate.
+
+use super::*;
+use crate::io::DownReason;
+use rserpool_wire::{
+    AsapMessage, CauseCode, EnrpMessage, Policy, PoolElement, Protocol, RegistrationLife, Servers,
+    TransportAddress, TransportUse, UpdateAction, UserTransport,
+};
+use std::net::{IpAddr, Ipv4Addr};
+
+const PE_ASSOC: AssocId = AssocId(1);
+const PEER_ASSOC: AssocId = AssocId(2);
+
+fn t(ms: u64) -> Instant {
+    Instant::from_epoch(Duration::from_millis(ms))
+}
+
+fn pr(v: u32) -> PrId {
+    PrId::new(v).unwrap()
+}
+
+fn pool() -> PoolHandle {
+    PoolHandle::try_from("EchoPool").unwrap()
+}
+
+fn pe_addr(n: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, n)), 4000)
+}
+
+fn element(id: u32, n: u8, policy: Policy) -> PoolElement {
+    PoolElement {
+        id: PeId(id),
+        home_registrar: None,
+        registration_life: RegistrationLife(300_000),
+        user_transport: UserTransport::Address(TransportAddress {
+            protocol: Protocol::Sctp(TransportUse::DataOnly),
+            port: 5000,
+            addresses: vec![pe_addr(n).ip()],
+        }),
+        policy,
+        asap_transport: None,
+    }
+}
+
+fn registrar(cfg: RegistrarConfig) -> Registrar {
+    let mut r = Registrar::new(
+        RegistrarConfig {
+            id: Some(pr(100)),
+            announce: false,
+            ..cfg
+        },
+        7,
+        t(0),
+    )
+    .unwrap();
+    drain(&mut r);
+    r
+}
+
+fn feed(r: &mut Registrar, now: Instant, assoc: AssocId, m: Message) {
+    let mut b = Vec::new();
+    m.encode(&mut b).unwrap();
+    r.handle_data(now, assoc, m.ppid(), Bytes::from(b));
+}
+
+fn up(r: &mut Registrar, assoc: AssocId, peer: SocketAddr) {
+    r.handle_association(
+        t(0),
+        AssociationEvent::Up {
+            assoc,
+            peer: vec![peer],
+        },
+    );
+}
+
+/// Advances time to `to` the way a driver does: waking at every deadline.
+fn advance(r: &mut Registrar, to: Instant) {
+    while let Some(at) = r.poll_timeout().filter(|at| *at <= to) {
+        r.handle_timeout(at);
+    }
+}
+
+fn drain(r: &mut Registrar) -> Vec<Transmit> {
+    std::iter::from_fn(|| r.poll_transmit()).collect()
+}
+
+fn events(r: &mut Registrar) -> Vec<RegistrarEvent> {
+    std::iter::from_fn(|| r.poll_event()).collect()
+}
+
+fn register(r: &mut Registrar, now: Instant, assoc: AssocId, pe: PoolElement) -> Vec<Transmit> {
+    feed(
+        r,
+        now,
+        assoc,
+        Message::Asap(AsapMessage::Registration {
+            pool_handle: pool(),
+            pool_element: pe,
+        }),
+    );
+    drain(r)
+}
+
+fn asap_sent(out: &[Transmit]) -> Vec<(&Destination, &AsapMessage)> {
+    out.iter()
+        .filter_map(|t| match t {
+            Transmit::Send {
+                to,
+                message: Message::Asap(m),
+            } => Some((to, m)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn enrp_sent(out: &[Transmit]) -> Vec<(&Destination, &EnrpMessage)> {
+    out.iter()
+        .filter_map(|t| match t {
+            Transmit::Send {
+                to,
+                message: Message::Enrp(m),
+            } => Some((to, m)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn registration_is_accepted_and_homed_here() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    let out = register(&mut r, t(10), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    let sent = asap_sent(&out);
+    assert!(matches!(
+        sent[..],
+        [(
+            Destination::Association(PE_ASSOC),
+            AsapMessage::RegistrationResponse {
+                rejected: false,
+                pe_id: PeId(1),
+                ..
+            }
+        )]
+    ));
+    let e = r.handlespace().get(&pool(), PeId(1)).unwrap();
+    assert_eq!(e.owner(), Some(r.id()));
+    // The home records the association's addresses as the ASAP transport (RFC 5352 §3.1 rule 4).
+    let asap = e.element().asap_transport.as_ref().unwrap();
+    assert_eq!(asap.port, 4000);
+    assert_eq!(r.owned_count(r.id()), 1);
+}
+
+#[test]
+fn inconsistent_policy_is_rejected_with_cause_5() {
+    // A-12 / PROCEDURES §2 rule 2.
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    up(&mut r, AssocId(3), pe_addr(2));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    let out = register(
+        &mut r,
+        t(0),
+        AssocId(3),
+        element(2, 2, Policy::LeastUsed { load: 0 }),
+    );
+    let sent = asap_sent(&out);
+    let [
+        (
+            _,
+            AsapMessage::RegistrationResponse {
+                rejected: true,
+                error: Some(causes),
+                ..
+            },
+        ),
+    ] = sent[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(causes[0].code, CauseCode::InconsistentPoolingPolicy);
+    assert!(r.handlespace().get(&pool(), PeId(2)).is_none());
+}
+
+#[test]
+fn foreign_addresses_are_rejected() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    let out = register(&mut r, t(0), PE_ASSOC, element(1, 9, Policy::RoundRobin));
+    let sent = asap_sent(&out);
+    let [
+        (
+            _,
+            AsapMessage::RegistrationResponse {
+                rejected: true,
+                error: Some(c),
+                ..
+            },
+        ),
+    ] = sent[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(c[0].code, CauseCode::InvalidValues);
+}
+
+#[test]
+fn handle_resolution_answers_with_policy_and_unknown_pool_error() {
+    let mut r = registrar(RegistrarConfig::default());
+    for i in 1..=5u8 {
+        up(&mut r, AssocId(u64::from(i)), pe_addr(i));
+        register(
+            &mut r,
+            t(0),
+            AssocId(u64::from(i)),
+            element(u32::from(i), i, Policy::RoundRobin),
+        );
+    }
+    up(&mut r, AssocId(50), pe_addr(50));
+    feed(
+        &mut r,
+        t(1),
+        AssocId(50),
+        Message::Asap(AsapMessage::HandleResolution {
+            subscribe: false,
+            pool_handle: pool(),
+            items: Some(2),
+        }),
+    );
+    let out = drain(&mut r);
+    let sent = asap_sent(&out);
+    let [
+        (
+            _,
+            AsapMessage::HandleResolutionResponse {
+                pool_elements,
+                error: None,
+                ..
+            },
+        ),
+    ] = sent[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(pool_elements.len(), 2);
+    assert!(pool_elements.iter().all(|p| p.asap_transport.is_none()));
+    feed(
+        &mut r,
+        t(1),
+        AssocId(50),
+        Message::Asap(AsapMessage::HandleResolution {
+            subscribe: false,
+            pool_handle: PoolHandle::try_from("nope").unwrap(),
+            items: None,
+        }),
+    );
+    let out = drain(&mut r);
+    let sent = asap_sent(&out);
+    let [
+        (
+            _,
+            AsapMessage::HandleResolutionResponse {
+                error: Some(c),
+                pool_elements,
+                ..
+            },
+        ),
+    ] = sent[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert!(pool_elements.is_empty());
+    assert_eq!(c[0].code, CauseCode::UnknownPoolHandle);
+}
+
+#[test]
+fn keep_alive_without_ack_removes_the_pe() {
+    let cfg = RegistrarConfig {
+        keep_alive_interval: Duration::from_secs(5),
+        keep_alive_timeout: Duration::from_secs(5),
+        ..RegistrarConfig::default()
+    };
+    let mut r = registrar(cfg);
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    // First keep-alive within 2.5..7.5 s (jitter), on the registration association.
+    r.handle_timeout(t(7_500));
+    let out = drain(&mut r);
+    let sent = asap_sent(&out);
+    assert!(matches!(
+        sent[..],
+        [(
+            Destination::Association(PE_ASSOC),
+            AsapMessage::EndpointKeepAlive {
+                home: false,
+                pe_id: Some(PeId(1)),
+                ..
+            }
+        )]
+    ));
+    // Answered: still there after the timeout.
+    feed(
+        &mut r,
+        t(8_000),
+        PE_ASSOC,
+        Message::Asap(AsapMessage::EndpointKeepAliveAck {
+            pool_handle: pool(),
+            pe_id: PeId(1),
+        }),
+    );
+    advance(&mut r, t(12_600));
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
+    // Not answered: removed within interval + timeout.
+    advance(&mut r, t(40_000));
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_none());
+    assert!(events(&mut r).iter().any(|e| matches!(
+        e,
+        RegistrarEvent::Removed {
+            reason: RemovalReason::KeepAliveTimeout,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn association_loss_probes_instead_of_purging() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    r.handle_association(
+        t(1_000),
+        AssociationEvent::Down {
+            assoc: PE_ASSOC,
+            reason: DownReason::Graceful,
+        },
+    );
+    let out = drain(&mut r);
+    let sent = asap_sent(&out);
+    // Still registered; probed at its ASAP transport address.
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
+    let [(Destination::Addresses(a), AsapMessage::EndpointKeepAlive { .. })] = sent[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(a, &vec![pe_addr(1)]);
+}
+
+#[test]
+fn unreachable_reports_probe_then_remove() {
+    let mut r = registrar(RegistrarConfig {
+        max_bad_pe_reports: 2,
+        ..RegistrarConfig::default()
+    });
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    up(&mut r, AssocId(9), pe_addr(9));
+    let eu = Message::Asap(AsapMessage::EndpointUnreachable {
+        pool_handle: pool(),
+        pe_id: PeId(1),
+    });
+    feed(&mut r, t(10), AssocId(9), eu.clone());
+    let out = drain(&mut r);
+    assert!(matches!(
+        asap_sent(&out)[..],
+        [(_, AsapMessage::EndpointKeepAlive { .. })]
+    ));
+    feed(&mut r, t(20), AssocId(9), eu.clone());
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
+    feed(&mut r, t(30), AssocId(9), eu);
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_none());
+}
+
+#[test]
+fn deregistration_is_always_answered() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    for _ in 0..2 {
+        feed(
+            &mut r,
+            t(5),
+            PE_ASSOC,
+            Message::Asap(AsapMessage::Deregistration {
+                pool_handle: pool(),
+                pe_id: PeId(1),
+            }),
+        );
+        let out = drain(&mut r);
+        assert!(matches!(
+            asap_sent(&out)[..],
+            [(_, AsapMessage::DeregistrationResponse { error: None, .. })]
+        ));
+    }
+    assert!(r.handlespace().is_empty());
+}
+
+#[test]
+fn garbage_is_counted_and_reported_where_required() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    r.handle_data(t(0), PE_ASSOC, 11, Bytes::from_static(&[1, 2, 3]));
+    assert!(drain(&mut r).is_empty());
+    // Unknown type 0x70: discard and report Unrecognized Message (W-06).
+    r.handle_data(t(0), PE_ASSOC, 11, Bytes::from_static(&[0x70, 0, 0, 4]));
+    let out = drain(&mut r);
+    let [(_, AsapMessage::Error { causes })] = asap_sent(&out)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(causes[0].code, CauseCode::UnrecognizedMessage);
+    assert_eq!(r.stats().invalid_messages, 2);
+}
+
+/// A peer (ID 200) is known and alive: feed its presence.
+fn with_peer(r: &mut Registrar, now: Instant) {
+    up(r, PEER_ASSOC, "10.0.0.2:9901".parse().unwrap());
+    feed(
+        r,
+        now,
+        PEER_ASSOC,
+        Message::Enrp(EnrpMessage::Presence {
+            servers: Servers {
+                sender: pr(200),
+                receiver: None,
+            },
+            reply_required: false,
+            checksum: Some(0xFFFF),
+            server_info: None,
+        }),
+    );
+    drain(r);
+}
+
+#[test]
+fn registration_is_announced_and_excess_suggested_with_t_flag() {
+    // T-: the sending side of the Takeover Suggestion.
+    let mut r = registrar(RegistrarConfig::default());
+    with_peer(&mut r, t(0));
+    let mut suggested = 0;
+    for i in 1..=10u8 {
+        up(&mut r, AssocId(10 + u64::from(i)), pe_addr(i));
+        let out = register(
+            &mut r,
+            t(10),
+            AssocId(10 + u64::from(i)),
+            element(u32::from(i), i, Policy::RoundRobin),
+        );
+        let updates = enrp_sent(&out);
+        let plain = updates
+            .iter()
+            .filter(|(_, m)| {
+                matches!(
+                    m,
+                    EnrpMessage::HandleUpdate {
+                        takeover_suggested: false,
+                        action: UpdateAction::AddPe,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(plain, 1, "one ADD_PE per peer");
+        suggested += updates
+            .iter()
+            .filter(|(_, m)| matches!(m, EnrpMessage::HandleUpdate { takeover_suggested: true, servers: Servers { receiver: Some(p), .. }, .. } if *p == pr(200)))
+            .count();
+    }
+    // 10 owned, peer 0: fair share 5; the first registrations are within
+    // tolerance, beyond that each suggests until the excess is in flight.
+    assert!((4..=5).contains(&suggested), "{suggested}");
+}
+
+#[test]
+fn suggestion_received_sends_keep_alive_with_h_to_the_pe() {
+    // T-: the receiving side; ownership does not move until the PE re-registers.
+    let mut r = registrar(RegistrarConfig::default());
+    with_peer(&mut r, t(0));
+    let mut pe = element(7, 7, Policy::RoundRobin);
+    pe.home_registrar = Some(pr(200));
+    pe.asap_transport = Some(TransportAddress::sctp(
+        4000,
+        TransportUse::DataOnly,
+        vec![pe_addr(7).ip()],
+    ));
+    feed(
+        &mut r,
+        t(1),
+        PEER_ASSOC,
+        Message::Enrp(EnrpMessage::HandleUpdate {
+            servers: Servers {
+                sender: pr(200),
+                receiver: Some(pr(100)),
+            },
+            takeover_suggested: true,
+            action: UpdateAction::AddPe,
+            pool_handle: pool(),
+            pool_element: pe,
+        }),
+    );
+    let out = drain(&mut r);
+    let sent = asap_sent(&out);
+    let [
+        (
+            Destination::Addresses(a),
+            AsapMessage::EndpointKeepAlive {
+                home: true,
+                server_id,
+                ..
+            },
+        ),
+    ] = sent[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(a, &vec![pe_addr(7)]);
+    assert_eq!(*server_id, pr(100));
+    assert_eq!(
+        r.handlespace().get(&pool(), PeId(7)).unwrap().owner(),
+        Some(pr(200))
+    );
+    assert_eq!(r.stats().suggestions_accepted, 1);
+}
+
+#[test]
+fn suggestion_for_a_pe_homed_elsewhere_is_declined() {
+    let mut r = registrar(RegistrarConfig::default());
+    with_peer(&mut r, t(0));
+    let mut pe = element(7, 7, Policy::RoundRobin);
+    pe.home_registrar = Some(pr(300));
+    feed(
+        &mut r,
+        t(1),
+        PEER_ASSOC,
+        Message::Enrp(EnrpMessage::HandleUpdate {
+            servers: Servers {
+                sender: pr(200),
+                receiver: None,
+            },
+            takeover_suggested: true,
+            action: UpdateAction::AddPe,
+            pool_handle: pool(),
+            pool_element: pe,
+        }),
+    );
+    assert!(asap_sent(&drain(&mut r)).is_empty());
+    assert!(events(&mut r).iter().any(|e| matches!(
+        e,
+        RegistrarEvent::SuggestionDeclined {
+            reason: DeclineReason::NotHome,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn stale_del_pe_from_a_former_home_is_ignored() {
+    let mut r = registrar(RegistrarConfig::default());
+    with_peer(&mut r, t(0));
+    let mut pe = element(7, 7, Policy::RoundRobin);
+    pe.home_registrar = Some(pr(300));
+    let update = |action, pe: PoolElement| {
+        Message::Enrp(EnrpMessage::HandleUpdate {
+            servers: Servers {
+                sender: pr(200),
+                receiver: None,
+            },
+            takeover_suggested: false,
+            action,
+            pool_handle: pool(),
+            pool_element: pe,
+        })
+    };
+    feed(
+        &mut r,
+        t(1),
+        PEER_ASSOC,
+        update(UpdateAction::AddPe, pe.clone()),
+    );
+    let mut stale = pe.clone();
+    stale.home_registrar = Some(pr(200));
+    feed(&mut r, t(2), PEER_ASSOC, update(UpdateAction::DelPe, stale));
+    assert!(r.handlespace().get(&pool(), PeId(7)).is_some());
+    feed(&mut r, t(3), PEER_ASSOC, update(UpdateAction::DelPe, pe));
+    assert!(r.handlespace().get(&pool(), PeId(7)).is_none());
+}
+
+#[test]
+fn silent_peer_is_probed_then_taken_over() {
+    // E-: failure detection and takeover, with no other peer to ask.
+    let cfg = RegistrarConfig {
+        max_time_last_heard: Duration::from_secs(61),
+        max_time_no_response: Duration::from_secs(5),
+        ..RegistrarConfig::default()
+    };
+    let mut r = registrar(cfg);
+    with_peer(&mut r, t(0));
+    let mut pe = element(7, 7, Policy::RoundRobin);
+    pe.home_registrar = Some(pr(200));
+    pe.asap_transport = Some(TransportAddress::sctp(
+        4000,
+        TransportUse::DataOnly,
+        vec![pe_addr(7).ip()],
+    ));
+    feed(
+        &mut r,
+        t(1),
+        PEER_ASSOC,
+        Message::Enrp(EnrpMessage::HandleUpdate {
+            servers: Servers {
+                sender: pr(200),
+                receiver: None,
+            },
+            takeover_suggested: false,
+            action: UpdateAction::AddPe,
+            pool_handle: pool(),
+            pool_element: pe,
+        }),
+    );
+    drain(&mut r);
+    advance(&mut r, t(61_001));
+    let out = drain(&mut r);
+    assert!(enrp_sent(&out).iter().any(|(_, m)| matches!(
+        m,
+        EnrpMessage::Presence {
+            reply_required: true,
+            ..
+        }
+    )));
+    advance(&mut r, t(66_002));
+    let out = drain(&mut r);
+    assert!(
+        enrp_sent(&out).iter().any(
+            |(_, m)| matches!(m, EnrpMessage::InitTakeover { target, .. } if *target == pr(200))
+        )
+    );
+    assert!(
+        asap_sent(&out)
+            .iter()
+            .any(|(_, m)| matches!(m, AsapMessage::EndpointKeepAlive { home: true, .. }))
+    );
+    assert_eq!(
+        r.handlespace().get(&pool(), PeId(7)).unwrap().owner(),
+        Some(pr(100))
+    );
+    assert!(r.peers().all(|p| p.id != pr(200)));
+}
+
+#[test]
+fn competing_takeovers_follow_the_configured_rule() {
+    // RFC 5353 §3.5.2: the higher ID wins; the reference implementation: the lower.
+    for (rule, sender, yields) in [
+        (TakeoverArbitration::HighestIdWins, 150, true),
+        (TakeoverArbitration::HighestIdWins, 50, false),
+        (TakeoverArbitration::LowestIdWins, 50, true),
+        (TakeoverArbitration::LowestIdWins, 150, false),
+    ] {
+        let mut r = registrar(RegistrarConfig {
+            takeover_arbitration: rule,
+            ..RegistrarConfig::default()
+        });
+        with_peer(&mut r, t(0));
+        // Third peer, the competitor.
+        up(&mut r, AssocId(3), "10.0.0.3:9901".parse().unwrap());
+        feed(
+            &mut r,
+            t(0),
+            AssocId(3),
+            Message::Enrp(EnrpMessage::Presence {
+                servers: Servers {
+                    sender: pr(sender),
+                    receiver: None,
+                },
+                reply_required: false,
+                checksum: None,
+                server_info: None,
+            }),
+        );
+        r.takeovers.insert(
+            pr(200),
+            Takeover {
+                awaiting: [pr(sender)].into(),
+            },
+        );
+        drain(&mut r);
+        feed(
+            &mut r,
+            t(1),
+            AssocId(3),
+            Message::Enrp(EnrpMessage::InitTakeover {
+                servers: Servers {
+                    sender: pr(sender),
+                    receiver: None,
+                },
+                target: pr(200),
+            }),
+        );
+        let out = drain(&mut r);
+        let acked = enrp_sent(&out)
+            .iter()
+            .any(|(_, m)| matches!(m, EnrpMessage::InitTakeoverAck { .. }));
+        assert_eq!(acked, yields, "{rule:?} sender {sender}");
+        assert_eq!(r.takeovers.contains_key(&pr(200)), !yields);
+    }
+}
