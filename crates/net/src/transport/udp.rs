@@ -133,6 +133,8 @@ pub struct UdpStats {
     pub handshake_timeouts: u64,
     /// Send errors other than a full buffer.
     pub send_errors: u64,
+    /// Associations that exist now (any state, including handshakes).
+    pub associations: u64,
 }
 
 #[derive(Default)]
@@ -154,7 +156,7 @@ fn inc(c: &AtomicU64) {
 }
 
 impl Counters {
-    fn snapshot(&self) -> UdpStats {
+    fn snapshot(&self, live: usize) -> UdpStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         UdpStats {
             datagrams_in: g(&self.datagrams_in),
@@ -167,6 +169,7 @@ impl Counters {
             inits_dropped: g(&self.inits_dropped),
             handshake_timeouts: g(&self.handshake_timeouts),
             send_errors: g(&self.send_errors),
+            associations: live as u64,
         }
     }
 }
@@ -383,7 +386,9 @@ impl UdpTransport {
 
     /// A snapshot of the backend's counters.
     pub fn stats(&self) -> UdpStats {
-        self.shared.counters.snapshot()
+        self.shared
+            .counters
+            .snapshot(self.shared.live.load(Ordering::Relaxed))
     }
 
     async fn command(&mut self, c: Command) -> Result<(), TransportError> {

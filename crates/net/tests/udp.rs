@@ -1,0 +1,391 @@
+//! Behaviour specific to the SCTP-over-UDP backend: addressing (IPv4 and
+//! IPv6 on one endpoint, own source port per association, address
+//! fallback), and hostile input (INIT floods, out-of-the-blue packets,
+//! garbage), checked with a raw UDP socket on loopback.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rserpool_net::transport::udp::{Direction, UdpConfig, UdpTransport};
+use rserpool_net::transport::{
+    CloseReason, EndpointConfig, Event, Ppid, Transport, TransportConfig,
+};
+
+fn cfg() -> TransportConfig {
+    TransportConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        dead_peer_timeout: Duration::from_millis(1500),
+        handshake_timeout: Duration::from_secs(2),
+        ..TransportConfig::default()
+    }
+}
+
+fn server(addrs: &[&str], t: TransportConfig) -> UdpTransport {
+    UdpTransport::bind(
+        EndpointConfig::server(addrs.iter().map(|a| a.parse().unwrap())).with_transport(t),
+        UdpConfig {
+            udp_port: 0,
+            ..UdpConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+fn client_of(server: &UdpTransport, local: &str, udp: UdpConfig) -> UdpTransport {
+    UdpTransport::bind(
+        EndpointConfig::client([local.parse().unwrap()]).with_transport(cfg()),
+        UdpConfig {
+            udp_port: 0,
+            remote_udp_port: server.local_udp_addrs()[0].port(),
+            ..udp
+        },
+    )
+    .unwrap()
+}
+
+async fn next(t: &mut UdpTransport) -> Event {
+    tokio::time::timeout(Duration::from_secs(20), t.next_event())
+        .await
+        .expect("event within 20 s")
+        .expect("endpoint alive")
+}
+
+/// SCTP packet with a valid CRC-32C.
+fn packet(src: u16, dst: u16, vtag: u32, chunks: &[u8]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u16(src);
+    b.put_u16(dst);
+    b.put_u32(vtag);
+    b.put_u32(0);
+    b.put_slice(chunks);
+    let crc = crc32c::crc32c(&b);
+    b[8..12].copy_from_slice(&crc.to_le_bytes());
+    b.freeze()
+}
+
+fn init_chunk(tag: u32) -> Vec<u8> {
+    let mut c = vec![1, 0, 0, 20];
+    c.extend_from_slice(&tag.to_be_bytes());
+    c.extend_from_slice(&65_536u32.to_be_bytes());
+    c.extend_from_slice(&[0, 10, 0, 10]);
+    c.extend_from_slice(&1u32.to_be_bytes());
+    c
+}
+
+fn raw_socket() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+async fn exchange(client: &mut UdpTransport, server: &mut UdpTransport, peers: &[SocketAddr]) {
+    let a = client.connect(peers).await.unwrap();
+    let Event::AssociationUp { assoc, .. } = next(client).await else {
+        panic!("client up")
+    };
+    assert_eq!(assoc, a);
+    let Event::AssociationUp { assoc: s, .. } = next(server).await else {
+        panic!("server up")
+    };
+    client
+        .send(a, 0, Ppid::ASAP, false, Bytes::from_static(b"ping"))
+        .await
+        .unwrap();
+    let Event::Message(m) = next(server).await else {
+        panic!("message")
+    };
+    assert_eq!(&m.data[..], b"ping");
+    server
+        .send(s, 0, Ppid::ASAP, false, Bytes::from_static(b"pong"))
+        .await
+        .unwrap();
+    let Event::Message(m) = next(client).await else {
+        panic!("message")
+    };
+    assert_eq!(&m.data[..], b"pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_and_ipv6_on_one_endpoint() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED ipv4_and_ipv6_on_one_endpoint: no IPv6 loopback here");
+        return;
+    }
+    let mut srv = server(&["127.0.0.1:0", "[::1]:0"], cfg());
+    let addrs = srv.local_addrs();
+    assert_eq!(addrs.len(), 2);
+    assert_eq!(addrs[0].port(), addrs[1].port(), "one SCTP port");
+    assert_eq!(srv.local_udp_addrs().len(), 2);
+    let v4: Vec<SocketAddr> = addrs.iter().copied().filter(|a| a.is_ipv4()).collect();
+    let v6: Vec<SocketAddr> = addrs.iter().copied().filter(|a| a.is_ipv6()).collect();
+
+    let mut c4 = client_of(&srv, "127.0.0.1:0", UdpConfig::default());
+    exchange(&mut c4, &mut srv, &v4).await;
+    let mut c6 = client_of(&srv, "[::1]:0", UdpConfig::default());
+    exchange(&mut c6, &mut srv, &v6).await;
+    // A v6-only client cannot use v4 addresses: refused at once.
+    assert!(c6.connect(&v4).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_to_the_next_peer_address() {
+    let mut srv = server(&["127.0.0.1:0"], cfg());
+    let good = srv.local_addrs()[0];
+    let dead: SocketAddr = format!("127.0.0.1:{}", good.port().wrapping_add(7))
+        .parse()
+        .unwrap();
+    let mut c = client_of(&srv, "127.0.0.1:0", UdpConfig::default());
+    // Nobody listens on `dead` (the server ABORTs the INIT), so the
+    // association comes up on the second address.
+    exchange(&mut c, &mut srv, &[dead, good]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_association_has_its_own_source_port() {
+    let mut srv = server(&["127.0.0.1:0"], cfg());
+    let ports: Arc<Mutex<HashSet<u16>>> = Arc::default();
+    let seen = ports.clone();
+    let mut c = client_of(
+        &srv,
+        "127.0.0.1:0",
+        UdpConfig {
+            capture: Some(Arc::new(move |d, _src, _dst, pkt: &[u8]| {
+                // INIT chunks only (type 1 right after the common header).
+                if d == Direction::Outgoing && pkt.len() > 12 && pkt[12] == 1 {
+                    seen.lock()
+                        .unwrap()
+                        .insert(u16::from_be_bytes([pkt[0], pkt[1]]));
+                }
+            })),
+            ..UdpConfig::default()
+        },
+    );
+    const N: usize = 20;
+    for _ in 0..N {
+        c.connect(&srv.local_addrs()).await.unwrap();
+    }
+    for _ in 0..N {
+        assert!(matches!(next(&mut c).await, Event::AssociationUp { .. }));
+        assert!(matches!(next(&mut srv).await, Event::AssociationUp { .. }));
+    }
+    let ports = ports.lock().unwrap();
+    assert_eq!(ports.len(), N, "distinct SCTP source ports: {ports:?}");
+    assert!(!ports.contains(&srv.local_addrs()[0].port()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_flood_is_bounded_and_expires() {
+    let t = TransportConfig {
+        max_pending_handshakes: 50,
+        handshake_timeout: Duration::from_millis(500),
+        ..cfg()
+    };
+    let mut srv = server(&["127.0.0.1:0"], t);
+    let sctp_port = srv.local_addrs()[0].port();
+    let udp = srv.local_udp_addrs()[0];
+    let raw = raw_socket();
+    const FLOOD: u32 = 2000;
+    for i in 0..FLOOD {
+        let pkt = packet(
+            10_000 + (i % 50_000) as u16,
+            sctp_port,
+            0,
+            &init_chunk(0x1000 + i),
+        );
+        raw.send_to(&pkt, udp).unwrap();
+    }
+    // Let the driver take them all in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = srv.stats();
+    assert!(st.associations <= 50, "{st:?}");
+    // UDP on loopback may drop some of the burst; most INITs arrive and all
+    // beyond the cap are refused.
+    assert!(st.datagrams_in > 500, "{st:?}");
+    assert_eq!(
+        st.inits_dropped + st.associations,
+        st.datagrams_in,
+        "every INIT is either a half-open association or dropped: {st:?}"
+    );
+    // Half-open associations expire after the handshake timeout.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let st = srv.stats();
+    assert_eq!(st.associations, 0, "{st:?}");
+    assert!(st.handshake_timeouts >= 1, "{st:?}");
+    // And a real client still gets in.
+    let mut c = client_of(&srv, "127.0.0.1:0", UdpConfig::default());
+    let addrs = srv.local_addrs();
+    exchange(&mut c, &mut srv, &addrs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_the_blue_packets_get_the_rfc_answers() {
+    let srv = server(&["127.0.0.1:0"], cfg());
+    let sctp_port = srv.local_addrs()[0].port();
+    let udp = srv.local_udp_addrs()[0];
+    let raw = raw_socket();
+    let mut buf = [0u8; 256];
+
+    // DATA for an unknown association: ABORT, T bit, our tag reflected.
+    let data = [
+        0u8, 3, 0, 17, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 11, 42, 0, 0, 0,
+    ];
+    raw.send_to(&packet(5000, sctp_port, 0x1234_5678, &data), udp)
+        .unwrap();
+    let (n, _) = raw.recv_from(&mut buf).expect("ABORT");
+    assert_eq!(n, 16);
+    assert_eq!(&buf[0..2], &sctp_port.to_be_bytes());
+    assert_eq!(&buf[2..4], &5000u16.to_be_bytes());
+    assert_eq!(&buf[4..8], &0x1234_5678u32.to_be_bytes());
+    assert_eq!((buf[12], buf[13]), (6, 1));
+    let crc = u32::from_le_bytes(buf[8..12].try_into().unwrap());
+    buf[8..12].fill(0);
+    assert_eq!(crc32c::crc32c(&buf[..n]), crc, "valid CRC-32C");
+
+    // SHUTDOWN-ACK for an unknown association: SHUTDOWN-COMPLETE, T bit.
+    raw.send_to(&packet(5000, sctp_port, 0x0bad_cafe, &[8, 0, 0, 4]), udp)
+        .unwrap();
+    let (n, _) = raw.recv_from(&mut buf).expect("SHUTDOWN-COMPLETE");
+    assert_eq!(n, 16);
+    assert_eq!(&buf[4..8], &0x0bad_cafeu32.to_be_bytes());
+    assert_eq!((buf[12], buf[13]), (14, 1));
+
+    // INIT to a port nobody listens on: ABORT with the Initiate Tag.
+    raw.send_to(
+        &packet(5000, sctp_port.wrapping_add(1), 0, &init_chunk(0x7777_7777)),
+        udp,
+    )
+    .unwrap();
+    let (_, _) = raw.recv_from(&mut buf).expect("ABORT for closed port");
+    assert_eq!(&buf[4..8], &0x7777_7777u32.to_be_bytes());
+    assert_eq!(buf[12], 6);
+
+    // ABORT and SHUTDOWN-COMPLETE out of the blue: silence.
+    raw.send_to(&packet(5000, sctp_port, 1, &[6, 0, 0, 4]), udp)
+        .unwrap();
+    raw.send_to(&packet(5000, sctp_port, 1, &[14, 0, 0, 4]), udp)
+        .unwrap();
+    raw.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(raw.recv_from(&mut buf).is_err(), "no reply to ABORT");
+    let st = srv.stats();
+    assert_eq!(st.ootb_replies, 3, "{st:?}");
+    assert!(st.out_of_the_blue >= 5, "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_counted_and_dropped() {
+    let mut srv = server(&["127.0.0.1:0"], cfg());
+    let mut c = client_of(&srv, "127.0.0.1:0", UdpConfig::default());
+    let a = c.connect(&srv.local_addrs()).await.unwrap();
+    assert!(matches!(next(&mut c).await, Event::AssociationUp { .. }));
+    let Event::AssociationUp { assoc: s, .. } = next(&mut srv).await else {
+        panic!("up")
+    };
+    let udp = srv.local_udp_addrs()[0];
+    let raw = raw_socket();
+    let mut x: u32 = 0x9e37_79b9;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let sctp_port = srv.local_addrs()[0].port();
+    for len in 0..400usize {
+        let mut v: Vec<u8> = (0..len % 120).map(|_| rnd() as u8).collect();
+        if v.len() >= 4 && len % 3 == 0 {
+            // Aim at the listening port so it gets past the first checks.
+            v[2..4].copy_from_slice(&sctp_port.to_be_bytes());
+        }
+        if len % 5 == 0 && v.len() >= 16 {
+            // Valid checksum, random content.
+            v[8..12].fill(0);
+            let crc = crc32c::crc32c(&v);
+            v[8..12].copy_from_slice(&crc.to_le_bytes());
+        }
+        raw.send_to(&v, udp).unwrap();
+    }
+    // Chunks with absurd lengths and a valid checksum.
+    for bad in [
+        &[0u8, 3, 0xff, 0xff][..],
+        &[1, 0, 0, 3],
+        &[1, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[3, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+    ] {
+        raw.send_to(&packet(5000, sctp_port, 0, bad), udp).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = srv.stats();
+    assert!(st.malformed > 0 && st.bad_packets > 0, "{st:?}");
+    // The real association is unharmed.
+    c.send(a, 0, Ppid::ENRP, false, Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    let Event::Message(m) = next(&mut srv).await else {
+        panic!("message")
+    };
+    assert_eq!((m.assoc, &m.data[..]), (s, &b"still here"[..]));
+    assert_eq!(c.stats().bad_packets, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_packets_with_wrong_tag_do_not_touch_the_association() {
+    let mut srv = server(&["127.0.0.1:0"], cfg());
+    let client_ports: Arc<Mutex<Option<(SocketAddr, u16)>>> = Arc::default();
+    let seen = client_ports.clone();
+    let mut c = client_of(
+        &srv,
+        "127.0.0.1:0",
+        UdpConfig {
+            capture: Some(Arc::new(move |d, src, _dst, pkt: &[u8]| {
+                if d == Direction::Outgoing && pkt.len() >= 2 {
+                    *seen.lock().unwrap() = Some((src, u16::from_be_bytes([pkt[0], pkt[1]])));
+                }
+            })),
+            ..UdpConfig::default()
+        },
+    );
+    let a = c.connect(&srv.local_addrs()).await.unwrap();
+    assert!(matches!(next(&mut c).await, Event::AssociationUp { .. }));
+    assert!(matches!(next(&mut srv).await, Event::AssociationUp { .. }));
+    let (client_udp, client_sctp) = client_ports.lock().unwrap().unwrap();
+    let sctp_port = srv.local_addrs()[0].port();
+    let raw = raw_socket();
+    // From the server's SCTP port to the client's: right tuple, wrong tags.
+    raw.send_to(
+        &packet(sctp_port, client_sctp, 0x5555, &[6, 0, 0, 4]),
+        client_udp,
+    )
+    .unwrap();
+    raw.send_to(
+        &packet(sctp_port, client_sctp, 0x5555, &[6, 1, 0, 4]),
+        client_udp,
+    )
+    .unwrap();
+    raw.send_to(
+        &packet(sctp_port, client_sctp, 0, &init_chunk(99)),
+        client_udp,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(c.stats().bad_vtag, 3, "{:?}", c.stats());
+    c.send(a, 0, Ppid::ASAP, false, Bytes::from_static(b"ok"))
+        .await
+        .unwrap();
+    let Event::Message(m) = next(&mut srv).await else {
+        panic!("message")
+    };
+    assert_eq!(&m.data[..], b"ok");
+    drop(c);
+    // And the server notices the vanished client.
+    assert!(matches!(
+        next(&mut srv).await,
+        Event::AssociationDown {
+            reason: CloseReason::Lost,
+            ..
+        }
+    ));
+}
