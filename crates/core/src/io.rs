@@ -29,6 +29,12 @@ pub enum Destination {
     /// multi-homed): the driver uses its association to that endpoint, or
     /// opens one (reporting it with [`AssociationEvent::Up`]), the way a
     /// one-to-many SCTP socket does for `sendmsg` to a new address.
+    ///
+    /// If the association cannot be opened, the message is dropped and the
+    /// driver reports [`AssociationEvent::Down`] with
+    /// [`DownReason::HandshakeFailed`] on a fresh [`AssocId`] that was never
+    /// reported up; machines that open one association at a time attribute it
+    /// to their pending attempt, the others rely on their timers.
     Addresses(Vec<SocketAddr>),
 }
 
