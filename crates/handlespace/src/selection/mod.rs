@@ -212,12 +212,14 @@ impl Selection {
         match self {
             Self::Ordered(o) => o.insert(nodes, i, order_key(p, counter)),
             Self::Wrr(o) => {
-                if weight(p, counter) == 0 {
+                let w = weight(p, counter);
+                if w == 0 {
                     nodes[i as usize].key = UNLINKED;
                 } else {
-                    // A newcomer starts at the current virtual time, at the tail.
+                    // A newcomer's first turn is one stride after the current
+                    // virtual time, as if it had just been served.
                     let now = o.first_key().unwrap_or(0);
-                    o.insert(nodes, i, now);
+                    o.insert(nodes, i, now + stride(w));
                 }
             }
             Self::Random => {}
@@ -261,14 +263,15 @@ impl Selection {
             Self::Ordered(o) => o.rekey(nodes, i, order_key(p, counter)),
             Self::Wrr(o) => {
                 let linked = nodes[i as usize].key != UNLINKED;
-                match (linked, weight(p, counter) > 0) {
+                let w = weight(p, counter);
+                match (linked, w > 0) {
                     (true, false) => {
                         o.remove(nodes, i);
                         nodes[i as usize].key = UNLINKED;
                     }
                     (false, true) => {
                         let now = o.first_key().unwrap_or(0);
-                        o.insert(nodes, i, now);
+                        o.insert(nodes, i, now + stride(w));
                     }
                     _ => {}
                 }
