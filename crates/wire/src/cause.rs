@@ -248,6 +248,14 @@ pub(crate) fn encode_operation_error(
             why: "needs at least one cause",
         });
     }
+    // The decoder refuses more (a bound on hostile input); sending more
+    // would produce a message this crate itself cannot read.
+    if causes.len() > MAX_CAUSES {
+        return Err(EncodeError::Invalid {
+            what: "operation error",
+            why: "more than MAX_CAUSES causes",
+        });
+    }
     w.tlv(ParamType::OperationError as u16, |w| {
         for c in causes {
             c.encode(w)?;

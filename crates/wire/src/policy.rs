@@ -169,7 +169,8 @@ pub enum Policy {
         load_dpf: u32,
         distance: u32,
     },
-    /// A policy this crate does not know, kept with its raw data so it can be relayed.
+    /// A policy this crate does not know, kept with its raw data so it can be
+    /// relayed; encoding refuses a code of a known policy type.
     Unknown { code: u32, data: Bytes },
 }
 
@@ -361,6 +362,16 @@ impl Policy {
     }
 
     pub(crate) fn encode(&self, w: &mut Writer) -> Result<(), EncodeError> {
+        // A known code with raw data would bypass the value count of its
+        // variant (and decode as that variant, or not at all).
+        if matches!(self, Self::Unknown { code, .. }
+            if !matches!(PolicyType::from_code(*code), PolicyType::Unknown(_)))
+        {
+            return Err(EncodeError::Invalid {
+                what: "policy",
+                why: "Policy::Unknown with the code of a known policy type",
+            });
+        }
         w.tlv(ParamType::Policy as u16, |w| {
             w.u32(self.policy_type().code());
             if let Self::Unknown { data, .. } = self {
