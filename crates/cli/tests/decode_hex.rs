@@ -125,6 +125,28 @@ fn wire_md_vectors_with_ppid_and_guessed_protocol() {
 }
 
 #[test]
+fn bytes_valid_as_both_protocols_say_so() {
+    // As ASAP: ENDPOINT_KEEP_ALIVE_ACK, pool handle "ABCD", PE 0x80010004.
+    // As ENRP: INIT_TAKEOVER_ACK whose last word is a skippable unknown parameter.
+    let hex = "080000140009000841424344000e000880010004";
+    let o = rserpool(&["decode", hex], "");
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o),
+        "ASAP_ENDPOINT_KEEP_ALIVE_ACK handle=ABCD pe=0x80010004 (also decodes as ENRP: pass --enrp)\n"
+    );
+    let o = rserpool(&["decode", "--enrp", hex], "");
+    assert!(
+        stdout(&o).starts_with("ENRP_INIT_TAKEOVER_ACK from=0x00090008"),
+        "{}",
+        stdout(&o)
+    );
+    let o = rserpool(&["decode", "--json", hex], "");
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["also_decodes_as"], "ENRP");
+}
+
+#[test]
 fn stdin_lines_with_separators_and_comments() {
     let input = "# WIRE.md vectors, reformatted\n\
                  05:00:00:18 0009000c 4563686f 506f6f6c 803f0008 00000003\n\

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use rserpool_wire::{
     AsapMessage, DecodeError, Decoded, EnrpMessage, Message, PPID_ASAP, PPID_ENRP,
 };
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -257,7 +257,15 @@ pub fn run(args: Args) -> ExitCode {
             }
             Source::HexLines { name, path } => {
                 let reader: Box<dyn BufRead> = match &path {
-                    None => Box::new(std::io::stdin().lock()),
+                    None => {
+                        if std::io::stdin().is_terminal() {
+                            eprintln!(
+                                "rserpool decode: reading hex messages from the terminal, \
+                                 one per line (Ctrl-D ends; --help for more)"
+                            );
+                        }
+                        Box::new(std::io::stdin().lock())
+                    }
                     Some(p) => match std::fs::File::open(p) {
                         Ok(f) => Box::new(std::io::BufReader::new(f)),
                         Err(e) => {

@@ -124,7 +124,7 @@ pub enum Chunk<'a> {
     Other(u8),
 }
 
-/// Reads the common header; the chunks follow from [`chunks`].
+/// Reads the common header and returns it with an iterator over the chunks.
 pub fn parse(packet: &[u8]) -> Result<(CommonHeader, Chunks<'_>), SctpError> {
     if packet.len() < COMMON_HEADER_LEN {
         return Err(SctpError::ShortPacket { len: packet.len() });
