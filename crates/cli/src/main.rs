@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 /// Reliable Server Pooling (RFC 5351-5356) tools.
 #[derive(Debug, Parser)]
-#[command(name = "rserpool", version, about, long_about = None)]
+#[command(name = "rserpool", version)]
 #[command(propagate_version = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
