@@ -18,6 +18,7 @@ mod inbound;
 mod io;
 mod outbox;
 pub mod pool_element;
+pub mod pool_user;
 pub mod registrar;
 mod time;
 mod timer;
@@ -25,6 +26,7 @@ mod timer;
 pub use asap_client::{AnnounceStats, ClientConfigError, HuntConfig, InboundStats};
 pub use io::{AssocId, AssociationEvent, Destination, DownReason, Transmit};
 pub use pool_element::{PoolElement, PoolElementConfig, PoolElementEvent};
+pub use pool_user::{PoolUser, PoolUserConfig, PoolUserEvent};
 pub use time::Instant;
 
 use bytes::Bytes;
