@@ -20,7 +20,7 @@ add_project_tests() {
   # flags, which cannot be linked statically.
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$flags" \
     CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" \
-    cargo test -p rserpool-net --locked --no-run --target "$triple" \
+    cargo test -p rserpool-net --no-run --target "$triple" \
     --message-format=json-render-diagnostics >"$json"
   local exe name stripped found=0
   mkdir -p "$WORK/bins"

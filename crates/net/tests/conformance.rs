@@ -452,3 +452,82 @@ impl Backend for Udp {
 
 conformance_tests!(memory, Memory(MemoryNetwork::new()));
 conformance_tests!(udp, Udp);
+
+/// Kernel SCTP (Linux). Runs only in the test VM (`scripts/vm`), where
+/// `RSERPOOL_VM=1` says that lo carries the extra addresses this backend's
+/// `kill` needs (it deletes the server's address, the only way to make a
+/// kernel peer fall silent instead of sending SHUTDOWN or ABORT); elsewhere
+/// each test prints why it is skipped.
+#[cfg(target_os = "linux")]
+pub struct Kernel;
+
+/// The server's address; `kill` removes it, `server` (re)adds it.
+#[cfg(target_os = "linux")]
+const KERNEL_SERVER_IP: &str = "198.51.100.2";
+/// The client's address: SCTP will not use a loopback source towards a
+/// non-loopback peer.
+#[cfg(target_os = "linux")]
+const KERNEL_CLIENT_IP: &str = "198.51.100.1";
+
+#[cfg(target_os = "linux")]
+fn ip_cmd(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("run ip");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// The kernel backend, or `None` (with the reason printed) where it cannot
+/// run; a missing kernel SCTP fails instead under
+/// `RSERPOOL_REQUIRE_KERNEL_SCTP`.
+#[cfg(target_os = "linux")]
+pub fn kernel_backend() -> Option<Kernel> {
+    use std::io::Write;
+    let skip = |why: String| {
+        // Not eprintln!: libtest hides the output of passing tests, and a
+        // skip must not look like a pass.
+        let _ = writeln!(std::io::stderr(), "SKIPPED kernel conformance test: {why}");
+        None
+    };
+    if let Err(e) = rserpool_net::transport::kernel::probe() {
+        if std::env::var_os("RSERPOOL_REQUIRE_KERNEL_SCTP").is_some() {
+            panic!("kernel SCTP required but unavailable: {e}");
+        }
+        return skip(format!(
+            "kernel SCTP unavailable ({e}); scripts/vm/run-kernel-tests.sh runs it"
+        ));
+    }
+    if std::env::var_os("RSERPOOL_VM").is_none() {
+        return skip("runs only in the test VM (RSERPOOL_VM=1; it changes addresses on lo)".into());
+    }
+    Some(Kernel)
+}
+
+#[cfg(target_os = "linux")]
+impl Backend for Kernel {
+    type T = rserpool_net::transport::kernel::KernelTransport;
+    fn server(&self, cfg: TransportConfig) -> Self::T {
+        ip_cmd(&["addr", "replace", &format!("{KERNEL_SERVER_IP}/32"), "dev", "lo"]);
+        let a = SocketAddr::new(KERNEL_SERVER_IP.parse().unwrap(), 0);
+        Self::T::bind(EndpointConfig::server([a]).with_transport(cfg)).unwrap()
+    }
+    fn client(&self, _server: &Self::T, cfg: TransportConfig) -> Self::T {
+        let a = SocketAddr::new(KERNEL_CLIENT_IP.parse().unwrap(), 0);
+        Self::T::bind(EndpointConfig::client([a]).with_transport(cfg)).unwrap()
+    }
+    fn kill(&self, t: Self::T) {
+        ip_cmd(&["addr", "del", &format!("{KERNEL_SERVER_IP}/32"), "dev", "lo"]);
+        // Its SHUTDOWN or ABORT now has no route: the peer just goes quiet.
+        drop(t);
+    }
+}
+
+#[cfg(target_os = "linux")]
+conformance_tests!(
+    kernel,
+    match kernel_backend() {
+        Some(b) => b,
+        None => return,
+    }
+);

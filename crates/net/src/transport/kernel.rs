@@ -1,11 +1,18 @@
-//! Kernel SCTP backend (Linux): one one-to-many (`SOCK_SEQPACKET`) socket per
-//! endpoint, driven through the `lksctp` crate.
+//! Kernel SCTP backend (Linux): one-to-many (`SOCK_SEQPACKET`) sockets driven
+//! through the `lksctp` crate.
 //!
 //! Why one-to-many: a registrar serves thousands of associations and also
 //! connects out to its peers; one socket does both, and the kernel reports
 //! every association's life through notifications on that same socket, in
 //! order with the data. That ordering is what lets this backend derive the
 //! trait's events (up, message, down with a reason) without races.
+//!
+//! SCTP allows one association per pair of endpoints, so a second
+//! association to a peer that this endpoint's socket is already associated
+//! with (the kernel says `EISCONN`) gets a socket of its own on an ephemeral
+//! port, closed with its association. Each socket has a reader task that
+//! reassembles partial deliveries and feeds one channel, which keeps
+//! `next_event` cancel-safe and the per-socket order intact.
 //!
 //! The kernel's association ids (`sctp_assoc_t`) are mapped to the trait's
 //! never-reused [`AssociationId`]s, so a stale id cannot hit a new
@@ -19,6 +26,7 @@ use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,11 +35,13 @@ use lksctp::{
     PeerAddrParams, RecvMsg, RtoInfo, SctpEndpoint, SctpSocket, SendFlags, SendInfo, SppFlags,
     Style,
 };
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{
     AssociationId, CloseMode, CloseReason, EndpointConfig, Event, Message, Ppid, Side, Transport,
-    TransportConfig, TransportError, check_size,
+    TransportError, check_size,
 };
 
 /// Socket buffer size requested for both directions. Large buffers keep a
@@ -39,6 +49,11 @@ use super::{
 /// `SO_SNDBUF`/`SO_RCVBUF` at `net.core.[rw]mem_max` unless the process may
 /// force them.
 const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Items buffered between the reader tasks and `next_event`; beyond this
+/// the readers wait, the kernel's receive buffers fill and SCTP flow
+/// control slows the peers down.
+const CHANNEL_DEPTH: usize = 1024;
 
 /// Size of one `recvmsg` read. Messages larger than this arrive in pieces
 /// (partial delivery) and are reassembled; a smaller buffer only costs more
@@ -75,9 +90,16 @@ enum Phase {
     Down,
 }
 
+/// Index of a socket of one endpoint; 0 is the one bound to the configured
+/// addresses.
+type SockIdx = u32;
+
+/// A kernel association: the socket it lives on and the kernel's id there.
+type Kid = (SockIdx, AssocId);
+
 #[derive(Debug)]
 struct Assoc {
-    kid: AssocId,
+    kid: Kid,
     side: Side,
     phase: Phase,
     /// Set by `close`; decides the reason when the kernel's notification
@@ -91,36 +113,179 @@ struct Partial {
     data: Vec<u8>,
     ppid: u32,
     unordered: bool,
+    /// It grew past the size limit: drop the rest of it.
+    discard: bool,
+}
+
+/// What a reader task passes on.
+#[derive(Debug)]
+enum Item {
+    Notification(Notification),
+    Message {
+        kid: AssocId,
+        stream: u16,
+        ppid: u32,
+        unordered: bool,
+        data: Bytes,
+    },
+    /// The peer sent a message larger than the limit (reported once).
+    Oversized {
+        kid: AssocId,
+        size: usize,
+    },
+    /// The socket failed for good.
+    Failed(String),
+}
+
+/// One socket of an endpoint.
+struct Sock {
+    ep: Arc<SctpEndpoint>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        // The reader holds the other reference; stopping it closes the
+        // socket (the kernel then ends its associations).
+        self.reader.abort();
+    }
+}
+
+/// Reads one socket until it fails or the endpoint goes away.
+async fn reader(
+    idx: SockIdx,
+    ep: Arc<SctpEndpoint>,
+    tx: mpsc::Sender<(SockIdx, Item)>,
+    max_message: usize,
+) {
+    let mut buf = vec![0u8; RECV_CHUNK];
+    let mut partial: HashMap<(AssocId, u16), Partial> = HashMap::new();
+    loop {
+        let item = match ep.recv_msg(&mut buf).await {
+            Ok(RecvMsg::Notification(n)) => {
+                match &n {
+                    // The kernel gave up on a partially delivered message
+                    // (its association died mid-message): its head is
+                    // worthless.
+                    Notification::PartialDelivery(p) => {
+                        let stream = u16::try_from(p.stream).unwrap_or(u16::MAX);
+                        partial.remove(&(p.assoc_id, stream));
+                    }
+                    Notification::AssocChange(c)
+                        if !matches!(c.state, AssocChangeState::CommUp) =>
+                    {
+                        partial.retain(|(k, _), _| *k != c.assoc_id);
+                    }
+                    _ => {}
+                }
+                Some(Item::Notification(n))
+            }
+            Ok(RecvMsg::Data {
+                len,
+                info: Some(info),
+                eor,
+            }) => {
+                let len = len.min(buf.len());
+                let key = (info.assoc_id, info.sid);
+                if eor && !partial.contains_key(&key) {
+                    Some(if len > max_message {
+                        Item::Oversized {
+                            kid: info.assoc_id,
+                            size: len,
+                        }
+                    } else {
+                        Item::Message {
+                            kid: info.assoc_id,
+                            stream: info.sid,
+                            ppid: info.ppid.0,
+                            unordered: info.flags.unordered(),
+                            data: Bytes::copy_from_slice(&buf[..len]),
+                        }
+                    })
+                } else {
+                    let p = partial.entry(key).or_insert_with(|| Partial {
+                        ppid: info.ppid.0,
+                        unordered: info.flags.unordered(),
+                        ..Default::default()
+                    });
+                    let mut out = None;
+                    if !p.discard {
+                        let size = p.data.len() + len;
+                        if size > max_message {
+                            // Never buffer more than the limit of a hostile
+                            // peer's message.
+                            p.discard = true;
+                            p.data = Vec::new();
+                            out = Some(Item::Oversized {
+                                kid: info.assoc_id,
+                                size,
+                            });
+                        } else {
+                            p.data.extend_from_slice(&buf[..len]);
+                        }
+                    }
+                    if eor
+                        && let Some(p) = partial.remove(&key)
+                        && !p.discard
+                    {
+                        out = Some(Item::Message {
+                            kid: info.assoc_id,
+                            stream: info.sid,
+                            ppid: p.ppid,
+                            unordered: p.unordered,
+                            data: Bytes::from(p.data),
+                        });
+                    }
+                    out
+                }
+            }
+            // Only a shut-down socket reads without metadata.
+            Ok(RecvMsg::Data { info: None, .. }) => Some(Item::Failed("socket shut down".into())),
+            Err(e) if transient(&e) => {
+                tracing::debug!(error = %e, "SCTP receive error on one association");
+                None
+            }
+            Err(e) => Some(Item::Failed(e.to_string())),
+        };
+        let Some(item) = item else { continue };
+        let last = matches!(item, Item::Failed(_));
+        if tx.send((idx, item)).await.is_err() || last {
+            return;
+        }
+    }
 }
 
 /// A kernel SCTP endpoint implementing [`Transport`].
 ///
-/// Must be created inside a tokio runtime (the socket registers with its
-/// reactor).
+/// Must be created inside a tokio runtime (its sockets register with the
+/// reactor and each gets a reader task).
 pub struct KernelTransport {
-    ep: SctpEndpoint,
-    config: TransportConfig,
+    config: EndpointConfig,
+    opts: KernelOptions,
     max_message: usize,
     local: Vec<SocketAddr>,
+    socks: HashMap<SockIdx, Sock>,
+    next_sock: SockIdx,
+    tx: mpsc::Sender<(SockIdx, Item)>,
+    rx: mpsc::Receiver<(SockIdx, Item)>,
     next_id: u64,
     assocs: HashMap<AssociationId, Assoc>,
     /// Live kernel associations -> our ids.
-    by_kid: HashMap<AssocId, AssociationId>,
+    by_kid: HashMap<Kid, AssociationId>,
     /// Kernel ids this side already reported down (local abort, handshake
     /// timeout, refused by the association limit); late notifications for
     /// them must not resurrect them as new associations.
-    tombstones: HashSet<AssocId>,
+    tombstones: HashSet<Kid>,
     events: VecDeque<Event>,
     /// ABORTs decided in synchronous code, sent at the next await point.
-    aborts: Vec<AssocId>,
-    partial: HashMap<(AssocId, u16), Partial>,
-    buf: Vec<u8>,
+    aborts: Vec<Kid>,
 }
 
 impl std::fmt::Debug for KernelTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KernelTransport")
             .field("local", &self.local)
+            .field("sockets", &self.socks.len())
             .field("associations", &self.assocs.len())
             .finish_non_exhaustive()
     }
@@ -323,21 +488,57 @@ impl KernelTransport {
                 .map(|a| SocketAddr::new(a.ip(), port))
                 .collect();
         }
-        let ep = SctpEndpoint::from_socket(sock)?;
-        Ok(KernelTransport {
-            ep,
-            config: config.transport,
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let mut t = KernelTransport {
+            config,
+            opts,
             max_message,
             local,
+            socks: HashMap::new(),
+            next_sock: 0,
+            tx,
+            rx,
             next_id: 0,
             assocs: HashMap::new(),
             by_kid: HashMap::new(),
             tombstones: HashSet::new(),
             events: VecDeque::new(),
             aborts: Vec::new(),
-            partial: HashMap::new(),
-            buf: vec![0; RECV_CHUNK],
-        })
+        };
+        t.add_socket(sock)?;
+        Ok(t)
+    }
+
+    fn add_socket(&mut self, sock: SctpSocket) -> io::Result<SockIdx> {
+        let ep = Arc::new(SctpEndpoint::from_socket(sock)?);
+        let idx = self.next_sock;
+        self.next_sock = self.next_sock.wrapping_add(1);
+        let reader = tokio::spawn(reader(
+            idx,
+            Arc::clone(&ep),
+            self.tx.clone(),
+            self.max_message,
+        ));
+        self.socks.insert(idx, Sock { ep, reader });
+        Ok(idx)
+    }
+
+    /// A client-only socket on the endpoint's addresses and an ephemeral
+    /// port, for one more association to an already associated peer.
+    fn extra_socket(&mut self) -> io::Result<SockIdx> {
+        let mut cfg = self.config.clone();
+        cfg.listen = false;
+        cfg.local_addrs = self
+            .local
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), 0))
+            .collect();
+        let (sock, _) = setup_socket(&cfg, &self.opts)?;
+        self.add_socket(sock)
+    }
+
+    fn ep(&self, idx: SockIdx) -> Option<Arc<SctpEndpoint>> {
+        self.socks.get(&idx).map(|s| Arc::clone(&s.ep))
     }
 
     fn alloc_id(&mut self) -> AssociationId {
@@ -349,7 +550,8 @@ impl KernelTransport {
         self.assocs.values().filter(|a| pred(&a.phase)).count()
     }
 
-    /// Marks an association down and queues its event; forgets the kernel id.
+    /// Marks an association down and queues its event; forgets the kernel
+    /// id, and the association's own socket if it had one.
     fn down(&mut self, id: AssociationId, reason: CloseReason) {
         if let Some(a) = self.assocs.get_mut(&id)
             && a.phase != Phase::Down
@@ -357,15 +559,20 @@ impl KernelTransport {
             a.phase = Phase::Down;
             let kid = a.kid;
             self.by_kid.remove(&kid);
-            self.partial.retain(|(k, _), _| *k != kid);
             self.events
                 .push_back(Event::AssociationDown { assoc: id, reason });
+            if kid.0 != 0 && !self.by_kid.keys().any(|k| k.0 == kid.0) {
+                // Pending ABORTs for it still need the socket.
+                if !self.aborts.iter().any(|k| k.0 == kid.0) {
+                    self.socks.remove(&kid.0);
+                }
+            }
         }
     }
 
     /// Queues an ABORT for a kernel association and remembers that its
     /// notifications are stale from now on.
-    fn abort_kid(&mut self, kid: AssocId) {
+    fn abort_kid(&mut self, kid: Kid) {
         self.aborts.push(kid);
         self.tombstones.insert(kid);
     }
@@ -374,31 +581,40 @@ impl KernelTransport {
     /// once the kernel took it.
     async fn flush_aborts(&mut self) {
         while let Some(&kid) = self.aborts.last() {
-            let info = SendInfo {
-                assoc_id: kid,
-                flags: SendFlags::ABORT,
-                ..Default::default()
-            };
-            // Fails only if the kernel already dropped the association,
-            // which is the outcome wanted anyway.
-            if let Err(e) = self.ep.send_msg(&[], &info).await {
-                tracing::debug!(kid = kid.0, error = %e, "SCTP ABORT not sent");
+            if let Some(ep) = self.ep(kid.0) {
+                let info = SendInfo {
+                    assoc_id: kid.1,
+                    flags: SendFlags::ABORT,
+                    ..Default::default()
+                };
+                // Fails only if the kernel already dropped the association,
+                // which is the outcome wanted anyway.
+                if let Err(e) = ep.send_msg(&[], &info).await {
+                    tracing::debug!(kid = kid.1.0, error = %e, "SCTP ABORT not sent");
+                }
             }
             self.aborts.pop();
+            if kid.0 != 0
+                && !self.by_kid.keys().any(|k| k.0 == kid.0)
+                && !self.aborts.iter().any(|k| k.0 == kid.0)
+            {
+                self.socks.remove(&kid.0);
+            }
         }
     }
 
-    fn peer_addrs(&self, kid: AssocId) -> Vec<SocketAddr> {
-        let mut addrs: Vec<SocketAddr> = self
-            .ep
-            .peer_addrs(kid)
+    fn peer_addrs(&self, kid: Kid) -> Vec<SocketAddr> {
+        let Some(ep) = self.socks.get(&kid.0).map(|s| &s.ep) else {
+            return Vec::new();
+        };
+        let mut addrs: Vec<SocketAddr> = ep
+            .peer_addrs(kid.1)
             .unwrap_or_default()
             .into_iter()
             .map(canonical)
             .collect();
-        if let Some(primary) = self
-            .ep
-            .status(kid)
+        if let Some(primary) = ep
+            .status(kid.1)
             .ok()
             .and_then(|s| s.primary.address)
             .map(canonical)
@@ -409,24 +625,66 @@ impl KernelTransport {
         addrs
     }
 
-    fn on_notification(&mut self, n: Notification) {
-        match n {
-            Notification::AssocChange(c) => self.on_assoc_change(c),
-            Notification::PartialDelivery(p) => {
-                // The kernel gave up on a partially delivered message (its
-                // association died mid-message): its head is worthless.
-                let stream = u16::try_from(p.stream).unwrap_or(u16::MAX);
-                self.partial.remove(&(p.assoc_id, stream));
-            }
-            Notification::PeerAddrChange(p) => {
+    fn on_item(&mut self, idx: SockIdx, item: Item) {
+        match item {
+            Item::Notification(Notification::AssocChange(c)) => self.on_assoc_change(idx, c),
+            Item::Notification(Notification::PeerAddrChange(p)) => {
                 tracing::debug!(assoc = p.assoc_id.0, addr = ?p.address, state = ?p.state, "SCTP path change");
             }
-            other => tracing::trace!(?other, "SCTP notification ignored"),
+            Item::Notification(other) => tracing::trace!(?other, "SCTP notification ignored"),
+            Item::Message {
+                kid,
+                stream,
+                ppid,
+                unordered,
+                data,
+            } => {
+                // Data racing a local abort or for an association refused
+                // by the limit has nobody to go to.
+                if let Some(&id) = self.by_kid.get(&(idx, kid)) {
+                    self.events.push_back(Event::Message(Message {
+                        assoc: id,
+                        stream,
+                        ppid: Ppid(ppid),
+                        unordered,
+                        data,
+                    }));
+                }
+            }
+            Item::Oversized { kid, size } => {
+                if let Some(&id) = self.by_kid.get(&(idx, kid)) {
+                    // The trait promises to abort such associations rather
+                    // than buffer without bound.
+                    tracing::warn!(
+                        assoc = %id,
+                        size,
+                        max = self.max_message,
+                        "oversized inbound SCTP message, aborting association"
+                    );
+                    self.abort_kid((idx, kid));
+                    self.down(id, CloseReason::Aborted);
+                }
+            }
+            Item::Failed(why) => {
+                tracing::warn!(socket = idx, %why, "SCTP socket failed");
+                let ids: Vec<AssociationId> = self
+                    .by_kid
+                    .iter()
+                    .filter(|(k, _)| k.0 == idx)
+                    .map(|(_, id)| *id)
+                    .collect();
+                for id in ids {
+                    self.down(id, CloseReason::Lost);
+                }
+                if idx == 0 {
+                    self.socks.remove(&0);
+                }
+            }
         }
     }
 
-    fn on_assoc_change(&mut self, c: lksctp::AssocChange) {
-        let kid = c.assoc_id;
+    fn on_assoc_change(&mut self, idx: SockIdx, c: lksctp::AssocChange) {
+        let kid = (idx, c.assoc_id);
         let ends = matches!(
             c.state,
             AssocChangeState::CommLost
@@ -458,9 +716,9 @@ impl KernelTransport {
             }
             (AssocChangeState::CommUp, None) => {
                 let up = self.count(|p| matches!(p, Phase::Up { .. }));
-                if up >= self.config.max_associations {
+                if up >= self.config.transport.max_associations {
                     tracing::warn!(
-                        limit = self.config.max_associations,
+                        limit = self.config.transport.max_associations,
                         "association limit reached, aborting incoming association"
                     );
                     self.abort_kid(kid);
@@ -491,9 +749,12 @@ impl KernelTransport {
                 // same kernel id: to the layers above that is a crashed peer
                 // followed by a new association.
                 let side = self.assocs.get(&id).map(|a| a.side).unwrap_or(Side::Server);
-                self.down(id, CloseReason::Lost);
-                let new = self.alloc_id();
                 let peer_addrs = self.peer_addrs(kid);
+                // Keep the socket: the association lives on under a new id.
+                self.by_kid.insert((kid.0, AssocId(i32::MIN)), id);
+                self.down(id, CloseReason::Lost);
+                self.by_kid.remove(&(kid.0, AssocId(i32::MIN)));
+                let new = self.alloc_id();
                 self.assocs.insert(
                     new,
                     Assoc {
@@ -523,77 +784,40 @@ impl KernelTransport {
             (AssocChangeState::CantStartAssoc, Some(id)) => {
                 self.down(id, CloseReason::HandshakeFailed)
             }
-            (state, _) => tracing::debug!(kid = kid.0, ?state, "SCTP association change ignored"),
-        }
-    }
-
-    fn on_data(&mut self, len: usize, info: lksctp::RcvInfo, eor: bool) {
-        let kid = info.assoc_id;
-        let Some(&id) = self.by_kid.get(&kid) else {
-            // Data racing a local abort, for an association refused by the
-            // limit, or the rest of an oversized message: nobody wants it.
-            return;
-        };
-        let len = len.min(self.buf.len());
-        let key = (kid, info.sid);
-        if eor && !self.partial.contains_key(&key) {
-            if len > self.max_message {
-                return self.oversized(id, kid, len);
+            (state, _) => {
+                tracing::debug!(
+                    kid = c.assoc_id.0,
+                    ?state,
+                    "SCTP association change ignored"
+                )
             }
-            let data = Bytes::copy_from_slice(&self.buf[..len]);
-            return self.events.push_back(Event::Message(Message {
-                assoc: id,
-                stream: info.sid,
-                ppid: Ppid(info.ppid.0),
-                unordered: info.flags.unordered(),
-                data,
-            }));
         }
-        let max = self.max_message;
-        let p = self.partial.entry(key).or_insert_with(|| Partial {
-            ppid: info.ppid.0,
-            unordered: info.flags.unordered(),
-            ..Default::default()
-        });
-        let size = p.data.len() + len;
-        if size > max {
-            // down() forgets the kernel id, so the message's remaining
-            // pieces are dropped on arrival instead of buffered.
-            return self.oversized(id, kid, size);
-        }
-        p.data.extend_from_slice(&self.buf[..len]);
-        if eor && let Some(p) = self.partial.remove(&key) {
-            self.events.push_back(Event::Message(Message {
-                assoc: id,
-                stream: info.sid,
-                ppid: Ppid(p.ppid),
-                unordered: p.unordered,
-                data: Bytes::from(p.data),
-            }));
-        }
-    }
-
-    /// A peer sent more than the configured maximum: the trait promises to
-    /// abort such associations rather than buffer without bound.
-    fn oversized(&mut self, id: AssociationId, kid: AssocId, size: usize) {
-        tracing::warn!(
-            assoc = %id,
-            size,
-            max = self.max_message,
-            "oversized inbound SCTP message, aborting association"
-        );
-        self.abort_kid(kid);
-        self.down(id, CloseReason::Aborted);
     }
 
     fn expire_handshakes(&mut self, now: Instant) {
-        let expired: Vec<(AssociationId, AssocId)> = self
+        let expired: Vec<(AssociationId, Kid)> = self
             .assocs
             .iter()
             .filter(|(_, a)| matches!(a.phase, Phase::Pending { deadline } if deadline <= now))
             .map(|(id, a)| (*id, a.kid))
             .collect();
         for (id, kid) in expired {
+            // Established in the kernel means its COMM_UP is on its way
+            // through the reader; failing it now would abort a good
+            // association.
+            let established = self
+                .socks
+                .get(&kid.0)
+                .and_then(|s| s.ep.status(kid.1).ok())
+                .is_some_and(|st| st.state == lksctp::AssocState::Established);
+            if established {
+                if let Some(a) = self.assocs.get_mut(&id) {
+                    a.phase = Phase::Pending {
+                        deadline: now + Duration::from_millis(100),
+                    };
+                }
+                continue;
+            }
             self.abort_kid(kid);
             self.down(id, CloseReason::HandshakeFailed);
         }
@@ -616,6 +840,13 @@ impl KernelTransport {
             self.assocs.remove(assoc);
         }
         Some(ev)
+    }
+
+    fn connect_on(&self, idx: SockIdx, peers: &[SocketAddr]) -> io::Result<AssocId> {
+        match self.socks.get(&idx) {
+            Some(s) => s.ep.connectx(peers),
+            None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        }
     }
 }
 
@@ -676,35 +907,44 @@ impl Transport for KernelTransport {
         if peer_addrs.is_empty() {
             return Err(TransportError::InvalidAddress("no peer address".into()));
         }
-        if self.count(|p| matches!(p, Phase::Up { .. })) >= self.config.max_associations {
+        let t = &self.config.transport;
+        if self.count(|p| matches!(p, Phase::Up { .. })) >= t.max_associations {
             return Err(TransportError::LimitReached("associations"));
         }
-        if self.count(|p| matches!(p, Phase::Pending { .. })) >= self.config.max_pending_handshakes
-        {
+        if self.count(|p| matches!(p, Phase::Pending { .. })) >= t.max_pending_handshakes {
             return Err(TransportError::LimitReached("pending handshakes"));
         }
-        let kid = self
-            .ep
-            .connectx(peer_addrs)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EINVAL | libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL) => {
-                    TransportError::InvalidAddress(format!("{peer_addrs:?}: {e}"))
-                }
-                _ => TransportError::from(e),
-            })?;
+        if !self.socks.contains_key(&0) {
+            return Err(TransportError::EndpointClosed);
+        }
+        let mut idx = 0;
+        let mut result = self.connect_on(idx, peer_addrs);
+        if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EISCONN)) {
+            idx = self.extra_socket()?;
+            result = self.connect_on(idx, peer_addrs);
+            if result.is_err() {
+                self.socks.remove(&idx);
+            }
+        }
+        let kid = result.map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL | libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL) => {
+                TransportError::InvalidAddress(format!("{peer_addrs:?}: {e}"))
+            }
+            _ => TransportError::from(e),
+        })?;
         let id = self.alloc_id();
         self.assocs.insert(
             id,
             Assoc {
-                kid,
+                kid: (idx, kid),
                 side: Side::Client,
                 phase: Phase::Pending {
-                    deadline: Instant::now() + self.config.handshake_timeout,
+                    deadline: Instant::now() + self.config.transport.handshake_timeout,
                 },
                 closing: None,
             },
         );
-        self.by_kid.insert(kid, id);
+        self.by_kid.insert((idx, kid), id);
         Ok(id)
     }
 
@@ -725,13 +965,16 @@ impl Transport for KernelTransport {
             // Gone; the down event is queued. Like a socket, lose the data.
             Phase::Down => return Ok(()),
             Phase::Up { outstreams } => outstreams,
-            Phase::Pending { .. } => self.config.streams,
+            Phase::Pending { .. } => self.config.transport.streams,
         };
         if stream >= limit {
             return Err(TransportError::InvalidStream(stream));
         }
+        let Some(ep) = self.ep(a.kid.0) else {
+            return Ok(());
+        };
         let info = SendInfo {
-            assoc_id: a.kid,
+            assoc_id: a.kid.1,
             sid: stream,
             ppid: lksctp::Ppid(ppid.0),
             flags: if unordered {
@@ -741,7 +984,7 @@ impl Transport for KernelTransport {
             },
             ..Default::default()
         };
-        match self.ep.send_msg(&data, &info).await {
+        match ep.send_msg(&data, &info).await {
             Ok(_) => Ok(()),
             Err(e) => match e.raw_os_error() {
                 // The association is dying; its down event follows.
@@ -750,9 +993,6 @@ impl Transport for KernelTransport {
                     size: data.len(),
                     max: self.max_message,
                 }),
-                Some(libc::EINVAL) if stream >= self.config.streams => {
-                    Err(TransportError::InvalidStream(stream))
-                }
                 _ => Err(e.into()),
             },
         }
@@ -785,12 +1025,15 @@ impl Transport for KernelTransport {
                     return Ok(());
                 }
                 a.closing = Some(mode);
+                let Some(ep) = self.ep(kid.0) else {
+                    return Ok(());
+                };
                 let info = SendInfo {
-                    assoc_id: kid,
+                    assoc_id: kid.1,
                     flags: SendFlags::EOF,
                     ..Default::default()
                 };
-                match self.ep.send_msg(&[], &info).await {
+                match ep.send_msg(&[], &info).await {
                     Ok(_) => Ok(()),
                     Err(e)
                         if matches!(
@@ -812,30 +1055,21 @@ impl Transport for KernelTransport {
             if let Some(ev) = self.pop_event() {
                 return Ok(ev);
             }
+            if !self.socks.contains_key(&0) {
+                return Err(TransportError::EndpointClosed);
+            }
             let deadline = self.next_deadline();
             let received = tokio::select! {
-                r = self.ep.recv_msg(&mut self.buf) => Some(r),
+                // Items first: a COMM_UP already read must win over a
+                // handshake deadline that passed meanwhile.
+                biased;
+                r = self.rx.recv() => r,
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => None,
             };
             match received {
+                Some((idx, item)) => self.on_item(idx, item),
+                // The channel cannot close (self.tx lives): the timer fired.
                 None => self.expire_handshakes(Instant::now()),
-                Some(Ok(RecvMsg::Notification(n))) => self.on_notification(n),
-                Some(Ok(RecvMsg::Data {
-                    len,
-                    info: Some(info),
-                    eor,
-                })) => self.on_data(len, info, eor),
-                Some(Ok(RecvMsg::Data { info: None, .. })) => {
-                    // Only a shut-down socket reads without metadata.
-                    return Err(TransportError::EndpointClosed);
-                }
-                Some(Err(e)) if transient(&e) => {
-                    tracing::debug!(error = %e, "SCTP receive error on one association");
-                }
-                Some(Err(e)) if e.raw_os_error() == Some(libc::EBADF) => {
-                    return Err(TransportError::EndpointClosed);
-                }
-                Some(Err(e)) => return Err(e.into()),
             }
         }
     }
