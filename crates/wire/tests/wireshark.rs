@@ -36,6 +36,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 // ---------------------------------------------------------------------------
 // Expected field values.
@@ -1054,35 +1055,51 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+fn have_tools() -> bool {
+    have("tshark") && have("text2pcap")
+}
+
 /// Makes sure tshark and text2pcap are there, installing them if we can.
+///
+/// Both tests of this file may get here at once (as threads, or as processes
+/// under nextest): the install runs once per process, and a process that
+/// loses the race for the dpkg lock waits for the other one to finish.
 fn ensure_tshark() {
-    if have("tshark") && have("text2pcap") {
-        return;
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let outcome = INSTALLED.get_or_init(|| {
+        if have_tools() {
+            return Ok(());
+        }
+        eprintln!("wireshark test: tshark missing, trying apt-get install tshark");
+        let script = "export DEBIAN_FRONTEND=noninteractive; \
+                      echo 'wireshark-common wireshark-common/install-setuid boolean false' \
+                      | debconf-set-selections; apt-get update -qq && \
+                      apt-get install -y -qq --no-install-recommends tshark";
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let status = if root {
+            Command::new("sh").args(["-c", script]).status()
+        } else {
+            Command::new("sudo")
+                .args(["-n", "sh", "-c", script])
+                .status()
+        };
+        for _ in 0..30 {
+            if have_tools() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+        Err(format!(
+            "tshark/text2pcap are required for this test and could not be installed \
+             ({status:?}); install the Debian package `tshark` (scripts/test.sh does)"
+        ))
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
     }
-    eprintln!("wireshark test: tshark missing, trying apt-get install tshark");
-    let script = "echo 'wireshark-common wireshark-common/install-setuid boolean false' \
-                  | debconf-set-selections; apt-get update -qq && \
-                  apt-get install -y -qq --no-install-recommends tshark";
-    let sudo = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() != "0")
-        .unwrap_or(true);
-    let mut cmd = if sudo {
-        let mut c = Command::new("sudo");
-        c.args(["-n", "sh", "-c", script]);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.args(["-c", script]);
-        c
-    };
-    let status = cmd.env("DEBIAN_FRONTEND", "noninteractive").status();
-    assert!(
-        have("tshark") && have("text2pcap"),
-        "tshark/text2pcap are required for this test and could not be installed \
-         ({status:?}); install the Debian package `tshark` (scripts/test.sh does)"
-    );
 }
 
 /// Writes the messages as a text2pcap hex dump (one packet per message).
