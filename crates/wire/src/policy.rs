@@ -353,6 +353,9 @@ impl Policy {
 
     /// The policy of type `t` with all values zero.
     pub fn from_type_default(t: PolicyType) -> Self {
+        // `PolicyType::Unknown` may hold a known code; its variant is the one
+        // way to encode it.
+        let t = PolicyType::from_code(t.code());
         (0..=4)
             .find_map(|n| Self::from_values(t, &[0u32; 4][..n]))
             .unwrap_or(Self::Unknown {

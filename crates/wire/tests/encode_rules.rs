@@ -215,6 +215,17 @@ fn unknown_policy_with_a_known_code_is_refused() {
         let e = encode_after_prefix(&m).expect_err(&m.to_string());
         assert!(matches!(e, EncodeError::Invalid { .. }), "{code:#x}: {e}");
     }
+    // The constructor the registrar uses for its Invalid Values cause maps a
+    // known code wrapped in `PolicyType::Unknown` to its variant.
+    assert_eq!(
+        Policy::from_type_default(PolicyType::Unknown(0x4000_0001)),
+        Policy::LeastUsed { load: 0 }
+    );
+    assert!(
+        !ErrorCause::inconsistent_policy(&Policy::from_type_default(PolicyType::Unknown(1)))
+            .info
+            .is_empty()
+    );
     // An unknown code still goes through with its data.
     assert_round_trips(&registration(pe(
         UserTransport::Opaque(Bytes::new()),
