@@ -8,9 +8,14 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 
-/// The UDP port of SCTP over UDP (RFC 6951, IANA "sctp-tunneling").
-pub const SCTP_UDP_PORT: u16 = 9899;
+use bytes::Bytes;
+
+#[cfg(target_os = "linux")]
+use super::kernel::KernelTransport;
+use super::udp::{SCTP_UDP_PORT, UdpConfig, UdpTransport};
+use super::{AssociationId, CloseMode, EndpointConfig, Event, Ppid, Transport, TransportError};
 
 /// A transport backend for real networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +60,92 @@ pub fn select_backend() -> BackendKind {
     kind
 }
 
+/// An endpoint of whichever backend [`select_backend`] picked.
+///
+/// The trait's methods are not object-safe (they return futures), so the
+/// choice is an enum rather than a `Box<dyn Transport>`; the variants are
+/// boxed because their sizes differ a lot and a process has few endpoints.
+#[derive(Debug)]
+pub enum AnyTransport {
+    /// Kernel SCTP.
+    #[cfg(target_os = "linux")]
+    Kernel(Box<KernelTransport>),
+    /// SCTP over UDP.
+    Udp(Box<UdpTransport>),
+}
+
+impl AnyTransport {
+    /// Binds `config` on the backend [`select_backend`] picks; `udp` is used
+    /// only if that is SCTP over UDP.
+    pub fn bind(config: EndpointConfig, udp: UdpConfig) -> Result<Self, TransportError> {
+        match select_backend() {
+            #[cfg(target_os = "linux")]
+            BackendKind::Kernel => Ok(AnyTransport::Kernel(Box::new(KernelTransport::bind(
+                config,
+            )?))),
+            _ => Ok(AnyTransport::Udp(Box::new(UdpTransport::bind(
+                config, udp,
+            )?))),
+        }
+    }
+
+    /// Which backend this endpoint runs on.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyTransport::Kernel(_) => BackendKind::Kernel,
+            AnyTransport::Udp(_) => BackendKind::Udp,
+        }
+    }
+}
+
+/// Forwards a call to whichever backend the endpoint runs on.
+macro_rules! dispatch {
+    ($self:ident, $t:ident => $e:expr) => {
+        match $self {
+            #[cfg(target_os = "linux")]
+            AnyTransport::Kernel($t) => $e,
+            AnyTransport::Udp($t) => $e,
+        }
+    };
+}
+
+impl Transport for AnyTransport {
+    fn local_addrs(&self) -> Vec<SocketAddr> {
+        dispatch!(self, t => t.local_addrs())
+    }
+
+    fn max_message_size(&self) -> usize {
+        dispatch!(self, t => t.max_message_size())
+    }
+
+    async fn connect(
+        &mut self,
+        peer_addrs: &[SocketAddr],
+    ) -> Result<AssociationId, TransportError> {
+        dispatch!(self, t => t.connect(peer_addrs).await)
+    }
+
+    async fn send(
+        &mut self,
+        assoc: AssociationId,
+        stream: u16,
+        ppid: Ppid,
+        unordered: bool,
+        data: Bytes,
+    ) -> Result<(), TransportError> {
+        dispatch!(self, t => t.send(assoc, stream, ppid, unordered, data).await)
+    }
+
+    async fn close(&mut self, assoc: AssociationId, mode: CloseMode) -> Result<(), TransportError> {
+        dispatch!(self, t => t.close(assoc, mode).await)
+    }
+
+    async fn next_event(&mut self) -> Result<Event, TransportError> {
+        dispatch!(self, t => t.next_event().await)
+    }
+}
+
 /// The decision and the log line for a probe result; separate so that the
 /// fallback can be tested on hosts that do have SCTP.
 fn decide(probe: io::Result<()>) -> (BackendKind, Option<String>) {
@@ -89,6 +180,53 @@ mod tests {
     #[test]
     fn prefers_the_kernel_silently() {
         assert_eq!(decide(Ok(())), (BackendKind::Kernel, None));
+    }
+
+    #[tokio::test]
+    async fn selected_backend_carries_messages() {
+        let udp = UdpConfig {
+            udp_port: 0,
+            ..UdpConfig::default()
+        };
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut server = AnyTransport::bind(EndpointConfig::server([lo]), udp.clone()).unwrap();
+        let remote_udp_port = match &server {
+            AnyTransport::Udp(u) => u.local_udp_addrs()[0].port(),
+            #[cfg(target_os = "linux")]
+            AnyTransport::Kernel(_) => SCTP_UDP_PORT,
+        };
+        let mut client = AnyTransport::bind(
+            EndpointConfig::client([lo]),
+            UdpConfig {
+                remote_udp_port,
+                ..udp
+            },
+        )
+        .unwrap();
+        assert_eq!(client.kind(), select_backend());
+        let c = client.connect(&server.local_addrs()).await.unwrap();
+        let wait = std::time::Duration::from_secs(10);
+        let ev = tokio::time::timeout(wait, client.next_event())
+            .await
+            .unwrap();
+        assert!(matches!(ev, Ok(Event::AssociationUp { assoc, .. }) if assoc == c));
+        client
+            .send(c, 0, Ppid::ASAP, false, Bytes::from_static(b"hi"))
+            .await
+            .unwrap();
+        loop {
+            match tokio::time::timeout(wait, server.next_event())
+                .await
+                .unwrap()
+            {
+                Ok(Event::Message(m)) => {
+                    assert_eq!((m.ppid, &m.data[..]), (Ppid::ASAP, &b"hi"[..]));
+                    break;
+                }
+                Ok(Event::AssociationUp { .. }) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 
     #[test]
