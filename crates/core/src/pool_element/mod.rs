@@ -725,6 +725,9 @@ impl PoolElement {
                 pe_id: self.pe_id,
             },
         );
+        if let Some(att) = self.attempt.as_mut().filter(|a| a.assoc == Some(assoc)) {
+            att.server_id = Some(server_id);
+        }
         if let Some(home) = self.home.as_mut() {
             if home.assoc == assoc {
                 // The home identifies itself; H=1 from the home changes nothing.

@@ -7,6 +7,7 @@ use rserpool_wire::{
     CauseCode, EnrpMessage, PPID_ASAP, PPID_ENRP, PoolHandle, Servers, TransportAddress,
     TransportUse, UserTransport,
 };
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const PR1: &str = "10.0.0.1:3863";
@@ -682,4 +683,159 @@ fn w05_w06_a67_bad_input_is_counted_answered_where_required_and_never_panics() {
     assert!(transmits(&mut pe).is_empty());
     let st = pe.stats();
     assert_eq!((st.inbound.foreign_ppid, st.inbound.not_asap), (1, 1));
+}
+
+/// Checks what must hold after every input, whatever the inputs were.
+fn check_invariants(pe: &PoolElement, up_now: &BTreeSet<AssocId>, seed: u64, step: usize) {
+    let ctx = format!("seed {seed} step {step}: {pe:#?}");
+    if let Some(h) = pe.home {
+        assert!(pe.assocs.contains_key(&h.assoc), "home not up; {ctx}");
+    }
+    for a in pe.assocs.keys() {
+        assert!(up_now.contains(a), "tracks a dead association; {ctx}");
+    }
+    if let Some(att) = &pe.attempt {
+        assert_eq!(pe.phase, Phase::Active, "{ctx}");
+        assert!(
+            pe.timers.is_set(&Timer::Connect) || pe.timers.is_set(&Timer::Registration),
+            "attempt without a timer; {ctx}"
+        );
+        assert!(att.sent <= pe.config.max_reg_attempt, "{ctx}");
+    }
+    match pe.phase {
+        // Never stuck: registered with T4 running, registering, or waiting to hunt again.
+        Phase::Active if pe.attempt.is_none() => assert!(
+            if pe.home.is_some() {
+                pe.timers.is_set(&Timer::Reregistration)
+            } else {
+                pe.timers.is_set(&Timer::HuntRetry)
+            },
+            "idle without a timer; {ctx}"
+        ),
+        Phase::Deregistering(_) => assert!(pe.timers.is_set(&Timer::Deregistration), "{ctx}"),
+        Phase::Closed => assert!(pe.home.is_none() && pe.attempt.is_none(), "{ctx}"),
+        _ => {}
+    }
+}
+
+#[test]
+fn random_inputs_never_panic_send_on_dead_associations_or_leave_the_pe_stuck() {
+    let peers = [PR1, PR2, PR9];
+    let mut total = PoolElementStats::default();
+    for seed in 0..40u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut pe = new_pe(config());
+        let mut now = s(0);
+        let mut up_now = BTreeSet::new();
+        for step in 0..400 {
+            let assoc = AssocId(rng.random_range(1..6));
+            match rng.random_range(0..100) {
+                0..15 => {
+                    let fresh = up_now.insert(assoc);
+                    if fresh {
+                        up(&mut pe, now, assoc, peers[rng.random_range(0..3)]);
+                    }
+                }
+                15..22 => {
+                    let reason = [
+                        DownReason::Graceful,
+                        DownReason::Aborted,
+                        DownReason::Lost,
+                        DownReason::HandshakeFailed,
+                    ][rng.random_range(0..4)];
+                    up_now.remove(&assoc);
+                    pe.handle_association(now, AssociationEvent::Down { assoc, reason });
+                }
+                22..70 if up_now.contains(&assoc) => {
+                    let id = if rng.random_bool(0.9) { ID } else { PeId(1) };
+                    let m = match rng.random_range(0..5) {
+                        0 | 1 => AsapMessage::RegistrationResponse {
+                            rejected: rng.random_bool(0.1),
+                            pool_handle: handle(),
+                            pe_id: id,
+                            error: None,
+                        },
+                        2 => AsapMessage::DeregistrationResponse {
+                            pool_handle: handle(),
+                            pe_id: id,
+                            error: None,
+                        },
+                        3 => keep_alive(
+                            rng.random_bool(0.3),
+                            rng.random_range(1..4),
+                            "EchoPool",
+                            None,
+                        ),
+                        _ => AsapMessage::Error {
+                            causes: vec![ErrorCause::new(CauseCode::Unspecified)],
+                        },
+                    };
+                    feed(&mut pe, now, assoc, m);
+                }
+                70..90 => {
+                    if let Some(at) = pe.poll_timeout() {
+                        now = at.max(now);
+                        pe.handle_timeout(now);
+                    }
+                }
+                90..95 => {
+                    pe.set_load(now, rng.random());
+                }
+                95..97 => {
+                    let ann = AsapMessage::ServerAnnounce {
+                        server_id: PrId::new(rng.random_range(1..4)).unwrap(),
+                        transports: vec![],
+                    };
+                    pe.handle_announce(
+                        now,
+                        addr("10.0.0.9:1"),
+                        PPID_ASAP,
+                        Bytes::from(ann.to_vec().unwrap()),
+                    );
+                }
+                97 if rng.random_bool(0.2) => pe.shutdown(now),
+                _ if up_now.contains(&assoc) => {
+                    let junk: Vec<u8> =
+                        (0..rng.random_range(0..40)).map(|_| rng.random()).collect();
+                    pe.handle_data(now, assoc, PPID_ASAP, Bytes::from(junk));
+                }
+                _ => {}
+            }
+            for t in transmits(&mut pe) {
+                match t {
+                    Transmit::Send {
+                        to: Destination::Association(a),
+                        ..
+                    } => assert!(
+                        up_now.contains(&a),
+                        "seed {seed} step {step}: send on dead {a:?}"
+                    ),
+                    Transmit::Close { assoc, .. } => {
+                        assert!(
+                            up_now.remove(&assoc),
+                            "seed {seed} step {step}: close of dead {assoc:?}"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            events(&mut pe);
+            check_invariants(&pe, &up_now, seed, step);
+        }
+        let st = pe.stats();
+        total.registrations_accepted += st.registrations_accepted;
+        total.home_changes += st.home_changes;
+        total.homes_lost += st.homes_lost;
+        total.registrations_rejected += st.registrations_rejected;
+        total.hunt_rounds_failed += st.hunt_rounds_failed;
+    }
+    // The inputs reached the interesting paths, so the invariants were tested there.
+    assert!(
+        total.registrations_accepted > 100
+            && total.home_changes > 5
+            && total.homes_lost > 5
+            && total.registrations_rejected > 5
+            && total.hunt_rounds_failed > 5,
+        "{total:?}"
+    );
 }

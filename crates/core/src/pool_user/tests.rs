@@ -2,10 +2,11 @@
 //! timers out. Test names cite CONFORMANCE.md IDs (P- for RFC 5356 policies).
 
 use super::*;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rserpool_wire::{
     PPID_ASAP, Policy, RegistrationLife, TransportAddress, TransportUse, UserTransport,
 };
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const PR1: &str = "10.0.0.1:3863";
@@ -497,7 +498,7 @@ fn w06_w12_a68_bad_input_is_counted_and_answered_where_required() {
     let mut pu = resolved();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for len in 0..200 {
-        let junk: Vec<u8> = (0..len % 48).map(|_| rand::Rng::random(&mut rng)).collect();
+        let junk: Vec<u8> = (0..len % 48).map(|_| rng.random()).collect();
         pu.handle_data(s(2), A1, PPID_ASAP, Bytes::from(junk));
     }
     assert!(pu.stats().inbound.undecodable >= 190);
@@ -547,4 +548,166 @@ fn w06_w12_a68_bad_input_is_counted_and_answered_where_required() {
     feed(&mut pu, s(12), A1, answer("zzz", None, rr_pes()));
     assert!(pu.cached(&pool("zzz")).is_none());
     assert_eq!(pu.stats().unsolicited_responses, 1);
+}
+
+#[test]
+fn random_inputs_never_panic_and_answer_every_request_exactly_once() {
+    let pools = ["p", "q", "r"];
+    let peers = [PR1, PR2, "10.0.0.3:3863"];
+    let policies = [
+        None,
+        Some(Policy::Random),
+        Some(Policy::WeightedRandom { weight: 0 }),
+        Some(Policy::Priority { priority: 0 }),
+        Some(Policy::LeastUsed { load: 0 }),
+    ];
+    let (mut resolved_total, mut failed_total) = (0, 0);
+    for seed in 0..40u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut pu = new_pu(config());
+        let mut now = s(0);
+        let mut up_now = BTreeSet::new();
+        let mut issued = BTreeSet::new();
+        let mut answered = BTreeSet::new();
+        let mut step = 0;
+        let mut check = |pu: &mut PoolUser, up_now: &mut BTreeSet<AssocId>, step: usize| {
+            for t in transmits(pu) {
+                match t {
+                    Transmit::Send {
+                        to: Destination::Association(a),
+                        ..
+                    } => assert!(
+                        up_now.contains(&a),
+                        "seed {seed} step {step}: send on dead {a:?}"
+                    ),
+                    Transmit::Close { assoc, .. } => {
+                        assert!(
+                            up_now.remove(&assoc),
+                            "seed {seed} step {step}: close of dead {assoc:?}"
+                        )
+                    }
+                    _ => {}
+                }
+            }
+            for e in events(pu) {
+                let request = match e {
+                    PoolUserEvent::Resolved { request, .. } => request,
+                    PoolUserEvent::ResolutionFailed { request, .. } => request,
+                    PoolUserEvent::PeerError { .. } => continue,
+                };
+                assert!(
+                    answered.insert(request),
+                    "seed {seed} step {step}: {request} answered twice"
+                );
+            }
+            for p in pu.queries.keys() {
+                assert!(
+                    pu.timers.is_set(&Timer::Request(p.clone())),
+                    "seed {seed} step {step}: query without T1"
+                );
+            }
+            if let Some(a) = pu.home() {
+                assert!(
+                    pu.assocs.contains_key(&a),
+                    "seed {seed} step {step}: home not up"
+                );
+            }
+        };
+        for _ in 0..300 {
+            step += 1;
+            let assoc = AssocId(rng.random_range(1..5));
+            let name = pools[rng.random_range(0..3)];
+            match rng.random_range(0..100) {
+                0..20 => {
+                    issued.insert(pu.resolve(now, pool(name)));
+                }
+                20..30 => {
+                    let fresh = up_now.insert(assoc);
+                    if fresh {
+                        up(&mut pu, now, assoc, peers[rng.random_range(0..3)]);
+                    }
+                }
+                30..35 => {
+                    up_now.remove(&assoc);
+                    pu.handle_association(
+                        now,
+                        AssociationEvent::Down {
+                            assoc,
+                            reason: crate::DownReason::Lost,
+                        },
+                    );
+                }
+                35..60 if up_now.contains(&assoc) => {
+                    let m = if rng.random_bool(0.8) {
+                        let n = rng.random_range(1..5);
+                        let pes = (0..n)
+                            .map(|i| {
+                                pe(
+                                    i + 1,
+                                    Policy::WeightedRandom {
+                                        weight: rng.random_range(0..3),
+                                    },
+                                )
+                            })
+                            .collect();
+                        answer(name, policies[rng.random_range(0..5)].clone(), pes)
+                    } else {
+                        AsapMessage::HandleResolutionResponse {
+                            accepted: false,
+                            pool_handle: pool(name),
+                            policy: None,
+                            pool_elements: vec![],
+                            error: Some(vec![ErrorCause::new(CauseCode::UnknownPoolHandle)]),
+                        }
+                    };
+                    feed(&mut pu, now, assoc, m);
+                }
+                60..80 => {
+                    if let Some(at) = pu.poll_timeout() {
+                        now = at.max(now);
+                        pu.handle_timeout(now);
+                    }
+                }
+                80..88 => {
+                    pu.select(&pool(name));
+                }
+                88..94 => {
+                    pu.report_unreachable(now, &pool(name), PeId(rng.random_range(1..5)));
+                }
+                94..96 => {
+                    let ann = AsapMessage::ServerAnnounce {
+                        server_id: wire::PrId::new(rng.random_range(1..4)).unwrap(),
+                        transports: vec![],
+                    };
+                    pu.handle_announce(
+                        now,
+                        addr("10.0.0.7:1"),
+                        PPID_ASAP,
+                        Bytes::from(ann.to_vec().unwrap()),
+                    );
+                }
+                _ if up_now.contains(&assoc) => {
+                    let junk: Vec<u8> =
+                        (0..rng.random_range(0..40)).map(|_| rng.random()).collect();
+                    pu.handle_data(now, assoc, PPID_ASAP, Bytes::from(junk));
+                }
+                _ => {}
+            }
+            check(&mut pu, &mut up_now, step);
+        }
+        // Left alone, every outstanding request ends (answered or failed).
+        while let Some(at) = pu.poll_timeout() {
+            pu.handle_timeout(at);
+            step += 1;
+            check(&mut pu, &mut up_now, step);
+        }
+        assert_eq!(issued, answered, "seed {seed}");
+        let st = pu.stats();
+        resolved_total += st.resolved + st.cache_hits;
+        failed_total += st.failed;
+    }
+    assert!(
+        resolved_total > 100 && failed_total > 100,
+        "{resolved_total} {failed_total}"
+    );
 }
