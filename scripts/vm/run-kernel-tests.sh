@@ -59,9 +59,15 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 
 # ---------------------------------------------------------------- host tools
+# An ELF with a PT_INTERP header needs a dynamic loader the image lacks.
+is_dynamic() {
+  readelf -lW "$1" 2>/dev/null | grep -q 'Requesting program interpreter'
+}
 need=()
+command -v readelf >/dev/null 2>&1 || need+=(binutils)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx insmod || need+=(busybox-static)
+# Debian's plain busybox is dynamic; busybox-static replaces it.
+if [ ! -x /bin/busybox ] || is_dynamic /bin/busybox; then need+=(busybox-static); fi
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
 command -v depmod >/dev/null 2>&1 || need+=(kmod)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
@@ -74,14 +80,6 @@ fi
 # busybox-static ships /bin/busybox; a dynamic busybox would not run in the
 # bare initramfs, so check rather than trust.
 BUSYBOX=/bin/busybox
-# An ELF with a PT_INTERP header needs a dynamic loader the image lacks.
-is_dynamic() {
-  if command -v readelf >/dev/null 2>&1; then
-    readelf -lW "$1" 2>/dev/null | grep -q 'Requesting program interpreter'
-  else
-    return 1 # cannot tell without binutils; the guest will complain loudly
-  fi
-}
 is_dynamic "$BUSYBOX" && die "$BUSYBOX is dynamically linked; install busybox-static"
 
 mkdir -p "$CACHE/debs"

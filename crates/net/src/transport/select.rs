@@ -53,7 +53,12 @@ pub fn probe_kernel_sctp() -> io::Result<()> {
 /// Picks kernel SCTP when the kernel supports it, else SCTP over UDP, and
 /// logs one line when it falls back.
 pub fn select_backend() -> BackendKind {
-    let (kind, note) = decide(probe_kernel_sctp());
+    select_backend_on(SCTP_UDP_PORT)
+}
+
+/// [`select_backend`] for a UDP backend that would use `udp_port`.
+fn select_backend_on(udp_port: u16) -> BackendKind {
+    let (kind, note) = decide(probe_kernel_sctp(), udp_port);
     if let Some(line) = note {
         tracing::warn!("{line}");
     }
@@ -78,7 +83,7 @@ impl AnyTransport {
     /// Binds `config` on the backend [`select_backend`] picks; `udp` is used
     /// only if that is SCTP over UDP.
     pub fn bind(config: EndpointConfig, udp: UdpConfig) -> Result<Self, TransportError> {
-        match select_backend() {
+        match select_backend_on(udp.udp_port) {
             #[cfg(target_os = "linux")]
             BackendKind::Kernel => Ok(AnyTransport::Kernel(Box::new(KernelTransport::bind(
                 config,
@@ -148,13 +153,13 @@ impl Transport for AnyTransport {
 
 /// The decision and the log line for a probe result; separate so that the
 /// fallback can be tested on hosts that do have SCTP.
-fn decide(probe: io::Result<()>) -> (BackendKind, Option<String>) {
+fn decide(probe: io::Result<()>, udp_port: u16) -> (BackendKind, Option<String>) {
     match probe {
         Ok(()) => (BackendKind::Kernel, None),
         Err(e) => (
             BackendKind::Udp,
             Some(format!(
-                "kernel SCTP unavailable ({e}), using SCTP over UDP (RFC 6951) on port {SCTP_UDP_PORT}"
+                "kernel SCTP unavailable ({e}), using SCTP over UDP (RFC 6951) on port {udp_port}"
             )),
         ),
     }
@@ -167,7 +172,7 @@ mod tests {
     #[test]
     fn falls_back_to_udp_with_the_reason() {
         let err = io::Error::from_raw_os_error(94);
-        let (kind, note) = decide(Err(err));
+        let (kind, note) = decide(Err(err), SCTP_UDP_PORT);
         assert_eq!(kind, BackendKind::Udp);
         let note = note.unwrap();
         assert!(note.starts_with("kernel SCTP unavailable ("), "{note}");
@@ -179,7 +184,7 @@ mod tests {
 
     #[test]
     fn prefers_the_kernel_silently() {
-        assert_eq!(decide(Ok(())), (BackendKind::Kernel, None));
+        assert_eq!(decide(Ok(()), 9899), (BackendKind::Kernel, None));
     }
 
     #[tokio::test]
