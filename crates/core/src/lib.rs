@@ -16,6 +16,7 @@
 mod asap_client;
 mod inbound;
 mod io;
+mod life;
 mod outbox;
 pub mod pool_element;
 pub mod pool_user;
@@ -25,6 +26,7 @@ mod timer;
 
 pub use asap_client::{AnnounceStats, ClientConfigError, HuntConfig, InboundStats};
 pub use io::{AssocId, AssociationEvent, Destination, DownReason, Transmit};
+pub use life::LifeUnit;
 pub use pool_element::{PoolElement, PoolElementConfig, PoolElementEvent};
 pub use pool_user::{PoolUser, PoolUserConfig, PoolUserEvent};
 pub use time::Instant;

@@ -4,19 +4,7 @@ use crate::asap_client::{ClientConfigError, HuntConfig, nonzero};
 use rserpool_wire::{PeId, Policy, PoolHandle, RegistrationLife, UserTransport};
 use std::time::Duration;
 
-/// The unit of the Registration Life field on the wire.
-///
-/// RFC 5354 §3.10 says seconds; the reference implementation (rsplib) and
-/// Wireshark use milliseconds. The field is a raw number, so both ends must
-/// agree; milliseconds is the default for interoperability with rsplib.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LifeUnit {
-    /// Milliseconds, as rsplib.
-    #[default]
-    Milliseconds,
-    /// Seconds, as RFC 5354 reads.
-    Seconds,
-}
+pub use crate::life::LifeUnit;
 
 /// Configuration of a [`PoolElement`](super::PoolElement).
 ///

@@ -6,29 +6,7 @@ use rserpool_wire::PrId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Unit of the Registration Life field.
-///
-/// RFC 5352/5354 say seconds; the reference implementation and Wireshark use
-/// milliseconds. Milliseconds are the default for interworking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LifeUnit {
-    /// Milliseconds (reference implementation, Wireshark).
-    #[default]
-    Milliseconds,
-    /// Seconds (RFC 5354 §3.10).
-    Seconds,
-}
-
-impl LifeUnit {
-    /// The duration of a registration life value; `None` for infinite (negative).
-    pub fn duration(self, life: i32) -> Option<Duration> {
-        let v = u64::try_from(life).ok()?;
-        Some(match self {
-            Self::Milliseconds => Duration::from_millis(v),
-            Self::Seconds => Duration::from_secs(v),
-        })
-    }
-}
+pub use crate::life::LifeUnit;
 
 /// Who wins when two registrars try to take over the same failed peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,6 +36,10 @@ pub struct RegistrarConfig {
     pub peers: Vec<Vec<SocketAddr>>,
     /// How long to wait for a mentor before starting alone.
     pub mentor_discovery_timeout: Duration,
+    /// How often configured peers that are not in the peer table (never
+    /// heard, or dropped after a takeover) are sent a PRESENCE again, so that
+    /// a healed partition or a restarted peer is found.
+    pub peer_rediscovery_interval: Duration,
     /// Unit of Registration Life.
     pub life_unit: LifeUnit,
     /// PEs returned by a handle resolution without the HR option (reference default 3).
@@ -111,6 +93,7 @@ impl Default for RegistrarConfig {
             enrp_addresses: Vec::new(),
             peers: Vec::new(),
             mentor_discovery_timeout: Duration::from_secs(5),
+            peer_rediscovery_interval: Duration::from_secs(5),
             life_unit: LifeUnit::Milliseconds,
             default_handle_resolution_items: 3,
             max_handle_resolution_items: 128,
@@ -154,7 +137,10 @@ impl RegistrarConfig {
         if self.keep_alive_interval.is_zero() || self.keep_alive_timeout.is_zero() {
             return err("keep-alive interval and timeout must be positive");
         }
-        if self.peer_heartbeat_cycle.is_zero() || self.server_announce_cycle.is_zero() {
+        if self.peer_heartbeat_cycle.is_zero()
+            || self.server_announce_cycle.is_zero()
+            || self.peer_rediscovery_interval.is_zero()
+        {
             return err("heartbeat and announce cycles must be positive");
         }
         if self.max_time_last_heard < self.peer_heartbeat_cycle {

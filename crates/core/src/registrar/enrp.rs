@@ -69,6 +69,26 @@ impl Registrar {
         }
     }
 
+    /// Sends a PRESENCE (reply required) to every configured peer that no
+    /// live peer in the table answers for.
+    pub(super) fn rediscover(&mut self) {
+        let missing: Vec<Vec<SocketAddr>> = self
+            .cfg
+            .peers
+            .iter()
+            .filter(|addrs| {
+                !self
+                    .peers
+                    .active()
+                    .any(|p| p.addresses.iter().any(|a| addrs.contains(a)))
+            })
+            .cloned()
+            .collect();
+        for addrs in missing {
+            self.send_presence(Destination::Addresses(addrs), None, true);
+        }
+    }
+
     /// Everything from a peer proves it alive (RFC 5353 §3.4.2); an unknown
     /// peer is added and asked for its presence (§3.4.1).
     fn peer_heard(&mut self, now: Instant, id: PrId, assoc: Option<AssocId>) {

@@ -47,6 +47,8 @@ enum Timer {
     Announce,
     /// Stop waiting for a mentor and start alone.
     MentorDiscovery,
+    /// Contact configured peers missing from the peer table.
+    Rediscover,
     /// Retry the initial download (mentor busy or silent).
     DownloadRetry,
     /// A peer has been silent for MAX-TIME-LAST-HEARD.
@@ -222,6 +224,8 @@ impl Registrar {
                 Timer::MentorDiscovery,
                 now + self.cfg.mentor_discovery_timeout,
             );
+            self.timers
+                .set(Timer::Rediscover, now + self.cfg.peer_rediscovery_interval);
         }
     }
 
@@ -372,6 +376,11 @@ impl Registrar {
                 }
             }
             Timer::DownloadRetry => self.retry_download(now),
+            Timer::Rediscover => {
+                self.rediscover();
+                self.timers
+                    .set(Timer::Rediscover, now + self.cfg.peer_rediscovery_interval);
+            }
             Timer::PeerSilent(id) => self.peer_silent(now, id),
             Timer::PeerNoResponse(id) => self.peer_no_response(now, id),
             Timer::TakeoverExpiry(id) => self.takeover_expired(now, id),
