@@ -1,6 +1,5 @@
 //! A pool element as the handlespace holds it.
 
-use crate::timers::{NEVER, TimerKind};
 use rserpool_wire::{PeId, PoolElement, PrId};
 
 /// A handle on an entry, valid until that entry is removed (then the slot
@@ -23,15 +22,12 @@ pub struct PeEntry {
     pub(crate) pool: u32,
     pub(crate) registered_at: u64,
     pub(crate) last_update: u64,
-    pub(crate) deadlines: [u64; 2],
     /// Times handed out since the last (re-)registration (degradation policies).
     pub(crate) counter: u32,
-    /// Position in the pool's member array.
-    pub(crate) pool_pos: u32,
-    /// Position in the owner's set (meaningless without an owner).
-    pub(crate) owner_pos: u32,
     /// The entry's share of its owner's PE checksum.
     pub(crate) contribution: u32,
+    /// Fingerprint of the user transport (see `transport_hash`).
+    pub(crate) transport_hash: u64,
     pub(crate) marked: bool,
 }
 
@@ -64,12 +60,6 @@ impl PeEntry {
     /// How often the PE was handed out since its last (re-)registration.
     pub fn selection_count(&self) -> u32 {
         self.counter
-    }
-
-    /// The armed deadline of this kind, if any.
-    pub fn deadline(&self, kind: TimerKind) -> Option<u64> {
-        let d = self.deadlines[kind as usize];
-        (d != NEVER).then_some(d)
     }
 
     /// Whether the PE is marked for a resynchronisation sweep.

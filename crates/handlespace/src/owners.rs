@@ -10,6 +10,8 @@ pub(crate) struct OwnerSet {
     pub pr: PrId,
     pub members: Vec<u32>,
     pub checksum: PeChecksum,
+    /// `checksum.value()`, folded once per change rather than per query.
+    pub value: u16,
 }
 
 /// All owner sets. There are few registrars, so small sets are found by a
@@ -23,6 +25,7 @@ pub(crate) struct Owners {
 const LINEAR: usize = 8;
 
 impl Owners {
+    #[inline]
     pub(crate) fn slot(&self, pr: PrId) -> Option<usize> {
         if self.sets.len() <= LINEAR {
             self.sets.iter().position(|s| s.pr == pr)
@@ -31,6 +34,7 @@ impl Owners {
         }
     }
 
+    #[inline]
     pub(crate) fn get(&self, pr: PrId) -> Option<&OwnerSet> {
         self.slot(pr).map(|s| &self.sets[s])
     }
@@ -49,12 +53,14 @@ impl Owners {
                     pr,
                     members: Vec::new(),
                     checksum: PeChecksum::EMPTY,
+                    value: PeChecksum::EMPTY.value(),
                 });
                 self.sets.len() - 1
             }
         };
         let set = &mut self.sets[s];
         set.checksum.add(contribution);
+        set.value = set.checksum.value();
         set.members.push(i);
         (set.members.len() - 1) as u32
     }
@@ -65,12 +71,23 @@ impl Owners {
         let s = self.slot(pr)?;
         let set = &mut self.sets[s];
         set.checksum.remove(contribution);
+        set.value = set.checksum.value();
         set.members.swap_remove(pos as usize);
         let moved = set.members.get(pos as usize).copied();
         if set.members.is_empty() {
             self.drop_set(s);
         }
         moved
+    }
+
+    /// The PE checksum of `pr`'s set (that of the empty set if it owns nothing).
+    #[inline]
+    pub(crate) fn checksum(&self, pr: PrId) -> u16 {
+        match self.get(pr) {
+            Some(s) => s.value,
+            // PeChecksum::EMPTY.value(): RFC 1071 over nothing.
+            None => 0xFFFF,
+        }
     }
 
     /// Takes `pr`'s whole set out of the index.

@@ -47,7 +47,7 @@ pub(crate) struct Pool {
     pub kind: TransportKind,
     pub transport_use: TransportUse,
     pub degrades: bool,
-    /// All member entries; `PeEntry::pool_pos` indexes this.
+    /// All member entries; the entry's `Pos::pool` indexes this.
     pub members: Vec<u32>,
     /// PE ID -> entry, for paging in a stable order.
     pub by_id: BTreeMap<u32, u32>,

@@ -353,9 +353,9 @@ fn compare(hs: &Handlespace, m: &Model) -> Result<(), String> {
         if got.owner() != e.owner
             || got.element().policy != e.policy
             || got.is_marked() != e.marked
-            || kinds
-                .iter()
-                .any(|&k| got.deadline(k) != e.deadlines[k as usize])
+            || kinds.iter().any(|&k| {
+                hs.deadline(hs.lookup(&handle(p), PeId(id)).unwrap(), k) != e.deadlines[k as usize]
+            })
         {
             return Err(format!("{p}/{id} differs: {got:?} vs {e:?}"));
         }

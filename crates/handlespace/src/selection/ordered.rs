@@ -9,6 +9,7 @@
 use super::Node;
 use crate::EntryId;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 /// One run of PEs with equal keys: a circular doubly linked list.
 #[derive(Debug, Clone, Copy)]
@@ -28,8 +29,9 @@ impl Ordered {
     /// so a newcomer is served after every PE already waiting with that key.
     pub(crate) fn insert(&mut self, nodes: &mut [Node], i: u32, key: u64) {
         nodes[i as usize].key = key;
-        match self.groups.get_mut(&key) {
-            Some(g) => {
+        match self.groups.entry(key) {
+            Entry::Occupied(mut o) => {
+                let g = o.get_mut();
                 let head = g.head;
                 let tail = nodes[head as usize].prev;
                 nodes[i as usize].next = head;
@@ -38,23 +40,23 @@ impl Ordered {
                 nodes[head as usize].prev = i;
                 g.len += 1;
             }
-            None => {
+            Entry::Vacant(v) => {
                 nodes[i as usize].next = i;
                 nodes[i as usize].prev = i;
-                self.groups.insert(key, Group { head: i, len: 1 });
+                v.insert(Group { head: i, len: 1 });
             }
         }
     }
 
     /// Unlinks `i` (which must be linked under `nodes[i].key`).
     pub(crate) fn remove(&mut self, nodes: &mut [Node], i: u32) {
-        let key = nodes[i as usize].key;
-        let Some(g) = self.groups.get_mut(&key) else {
+        let Entry::Occupied(mut o) = self.groups.entry(nodes[i as usize].key) else {
             debug_assert!(false, "ordered selection: node not linked");
             return;
         };
+        let g = o.get_mut();
         if g.len == 1 {
-            self.groups.remove(&key);
+            o.remove();
             return;
         }
         let Node { next, prev, .. } = nodes[i as usize];
