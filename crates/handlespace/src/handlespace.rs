@@ -131,10 +131,8 @@ fn key(pool: u32, pe: PeId) -> u64 {
 /// endpoint (the common case) is recognised without reading the stored
 /// addresses.
 fn transport_hash(t: &UserTransport) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = rustc_hash::FxBuildHasher.build_hasher();
-    t.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(t)
 }
 
 /// Whether two user transports can belong to the same PE: they share an
