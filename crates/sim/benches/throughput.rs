@@ -1,13 +1,16 @@
-//! Simulator throughput: a scenario shaped like the takeover experiment
-//! (5 servers, 1,000 clients each talking to one server every second, the
-//! servers announcing every second) run for 10 minutes of virtual time.
-//! Prints a table; run with `cargo bench -p rserpool-sim`.
+//! Simulator throughput, printed as tables (`cargo bench -p rserpool-sim`):
+//! the world alone (probe machines: 5 servers, clients each talking to one
+//! server every second, the servers announcing every second), and the real
+//! roles (5 registrars, 1,000 pool elements, pool users resolving every
+//! second), each for 10 minutes of virtual time.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::{ProbeConfig, pinger, probe};
-use rserpool_sim::{Announces, NodeSpec, WorldBuilder};
+use rserpool_core::Instant;
+use rserpool_sim::{Announces, NodeSpec, ScenarioBuilder, Workload, WorldBuilder};
+use rserpool_wire::PoolHandle;
 use std::time::{Duration, Instant as WallClock};
 
 fn run(servers: usize, clients: usize, virtual_secs: u64, trace: bool) {
@@ -48,7 +51,62 @@ fn run(servers: usize, clients: usize, virtual_secs: u64, trace: bool) {
     );
 }
 
+fn roles(registrars: usize, pes: usize, pus: usize, virtual_secs: u64) {
+    let pool = PoolHandle::try_from("EchoPool").expect("valid handle");
+    let mut b = ScenarioBuilder::new(1);
+    b.config_mut().trace = false;
+    b.registrars(registrars, |_| {});
+    b.pool_elements(pes, &pool, |_| {});
+    let workload = Workload {
+        pool_handle: pool.clone(),
+        interval: Duration::from_secs(1),
+        first: Duration::from_secs(10),
+    };
+    b.pool_users(pus, Some(workload), |_| {});
+    let mut s = b.build();
+    let start = WallClock::now();
+    s.world
+        .run_until(Instant::from_epoch(Duration::from_secs(virtual_secs)));
+    let wall = start.elapsed();
+    let stats = s.world.stats();
+    println!(
+        "{:>10} {:>6} {:>5} {:>8} {:>12} {:>12} {:>10} {:>9.2} {:>12.0}",
+        registrars,
+        pes,
+        pus,
+        virtual_secs,
+        stats.events,
+        stats.sent_total().messages,
+        s.registered(),
+        wall.as_secs_f64(),
+        stats.events as f64 / wall.as_secs_f64()
+    );
+}
+
 fn main() {
+    // `cargo bench -p rserpool-sim -- roles` runs the second table only.
+    let only_roles = std::env::args().any(|a| a == "roles");
+    if !only_roles {
+        world_table();
+        println!();
+    }
+    println!(
+        "{:>10} {:>6} {:>5} {:>8} {:>12} {:>12} {:>10} {:>9} {:>12}",
+        "registrars",
+        "PEs",
+        "PUs",
+        "virt s",
+        "events",
+        "messages",
+        "registered",
+        "wall s",
+        "events/s"
+    );
+    roles(5, 100, 10, 600);
+    roles(5, 1000, 10, 600);
+}
+
+fn world_table() {
     println!(
         "{:>7} {:>7} {:>8} {:>6} {:>12} {:>12} {:>9} {:>12}",
         "servers", "clients", "virt s", "trace", "events", "deliveries", "wall s", "events/s"
@@ -56,4 +114,19 @@ fn main() {
     run(5, 100, 600, true);
     run(5, 1000, 600, false);
     run(5, 1000, 600, true);
+    println!();
+    println!(
+        "{:>10} {:>6} {:>5} {:>8} {:>12} {:>12} {:>10} {:>9} {:>12}",
+        "registrars",
+        "PEs",
+        "PUs",
+        "virt s",
+        "events",
+        "messages",
+        "registered",
+        "wall s",
+        "events/s"
+    );
+    roles(5, 100, 10, 600);
+    roles(5, 1000, 10, 600);
 }

@@ -71,8 +71,6 @@ pub struct World<M: Machine> {
     pub(crate) trace: Vec<Entry<M::Event>>,
     /// Events processed at the current instant (the livelock guard).
     at_this_instant: u64,
-    /// Reused buffer for a machine's transmits.
-    scratch: Vec<Transmit>,
 }
 
 impl<M: Machine + 'static> World<M> {
@@ -95,7 +93,6 @@ impl<M: Machine + 'static> World<M> {
             stats: Stats::default(),
             trace: Vec::new(),
             at_this_instant: 0,
-            scratch: Vec::new(),
             config,
         }
     }
@@ -179,18 +176,24 @@ impl<M: Machine + 'static> World<M> {
     }
 
     /// Takes everything the node's machine has produced: transmits are
-    /// carried out (never by calling another machine directly), events go
-    /// to the trace, and the timer is re-armed if its deadline moved.
+    /// carried out (never by calling another machine, so the machine is
+    /// simply borrowed again for each), events go to the trace, and the
+    /// timer is re-armed if its deadline moved.
     pub(crate) fn drain(&mut self, id: NodeId) {
         let now = self.now;
+        loop {
+            let Some(m) = self.nodes[id.index()].machine.as_mut() else {
+                return;
+            };
+            let Some(t) = m.poll_transmit() else {
+                break;
+            };
+            self.apply(id, t);
+        }
         let node = &mut self.nodes[id.index()];
         let Some(m) = node.machine.as_mut() else {
             return;
         };
-        let mut out = std::mem::take(&mut self.scratch);
-        while let Some(t) = m.poll_transmit() {
-            out.push(t);
-        }
         while let Some(e) = m.poll_event() {
             if self.config.trace {
                 self.trace.push(Entry {
@@ -215,10 +218,6 @@ impl<M: Machine + 'static> World<M> {
                 );
             }
         }
-        for t in out.drain(..) {
-            self.apply(id, t);
-        }
-        self.scratch = out;
     }
 
     fn apply(&mut self, id: NodeId, t: Transmit) {
