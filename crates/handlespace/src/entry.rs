@@ -26,7 +26,9 @@ pub struct PeEntry {
     pub(crate) counter: u32,
     /// The entry's share of its owner's PE checksum.
     pub(crate) contribution: u32,
-    /// Fingerprint of the user transport (see `transport_hash`).
+    /// Seeded 64-bit hash of the element, to recognise identical re-registrations.
+    pub(crate) fingerprint: u64,
+    /// Seeded 64-bit hash of the user transport, to recognise the same endpoint.
     pub(crate) transport_hash: u64,
     pub(crate) marked: bool,
 }

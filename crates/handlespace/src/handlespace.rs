@@ -2,6 +2,7 @@
 
 use crate::entry::{EntryId, PeEntry};
 use crate::error::RegisterError;
+use crate::hashing::Map;
 use crate::owners::Owners;
 use crate::pool::{Pool, PoolInfo, classify};
 use crate::selection::{self, Node, Selection};
@@ -9,8 +10,8 @@ use crate::timers::{NEVER, TimerKind, TimerQueue};
 use rand::RngCore;
 use rserpool_wire::checksum::pe_sum;
 use rserpool_wire::{PeChecksum, PeId, PolicyType, PoolElement, PoolHandle, PrId, UserTransport};
-use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
 /// Limits and defaults of a handlespace.
@@ -113,26 +114,20 @@ pub struct Handlespace {
     free: Vec<u32>,
     len: usize,
     /// `(pool slot, PE ID)` -> entry.
-    by_key: FxHashMap<u64, u32>,
+    by_key: Map<u64, u32>,
     pools: Vec<Option<Pool>>,
     pool_free: Vec<u32>,
-    pool_index: FxHashMap<PoolHandle, u32>,
+    pool_index: Map<PoolHandle, u32>,
     pool_order: BTreeMap<PoolHandle, u32>,
     owners: Owners,
     timers: TimerQueue,
+    /// Seeded hasher for element and transport fingerprints.
+    fingerprints: foldhash::fast::RandomState,
 }
 
 #[inline]
 fn key(pool: u32, pe: PeId) -> u64 {
     (u64::from(pool) << 32) | u64::from(pe.0)
-}
-
-/// A fingerprint of a user transport, so a re-registration from the same
-/// endpoint (the common case) is recognised without reading the stored
-/// addresses.
-fn transport_hash(t: &UserTransport) -> u64 {
-    use std::hash::BuildHasher;
-    rustc_hash::FxBuildHasher.hash_one(t)
 }
 
 /// Whether two user transports can belong to the same PE: they share an
@@ -194,13 +189,14 @@ impl Handlespace {
             pos: Vec::new(),
             free: Vec::new(),
             len: 0,
-            by_key: FxHashMap::default(),
+            by_key: Map::default(),
             pools: Vec::new(),
             pool_free: Vec::new(),
-            pool_index: FxHashMap::default(),
+            pool_index: Map::default(),
             pool_order: BTreeMap::new(),
             owners: Owners::default(),
             timers: TimerQueue::default(),
+            fingerprints: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -351,7 +347,10 @@ impl Handlespace {
         };
         let pool = self.pools[p as usize].as_mut().expect("live pool");
         let contribution = pe_sum(&pool.handle, pe.id);
-        let transport_hash = transport_hash(&pe.user_transport);
+        let (fingerprint, transport_hash) = (
+            self.fingerprints.hash_one(&pe),
+            self.fingerprints.hash_one(&pe.user_transport),
+        );
         let pool_pos = pool.members.len() as u32;
         pool.members.push(i);
         pool.by_id.insert(pe.id.0, i);
@@ -372,6 +371,7 @@ impl Handlespace {
             last_update: now,
             counter: 0,
             contribution,
+            fingerprint,
             transport_hash,
             marked: false,
         });
@@ -386,8 +386,39 @@ impl Handlespace {
         now: u64,
     ) -> Result<RegisterOutcome, RegisterError> {
         let check = self.config.reject_id_collisions;
+        let fingerprint = self.fingerprints.hash_one(&pe);
+        let hash = self.fingerprints.hash_one(&pe.user_transport);
         let entry = self.e_mut(i);
-        let hash = transport_hash(&pe.user_transport);
+        if fingerprint == entry.fingerprint {
+            // Identical attributes (the periodic re-registration): keep the
+            // stored element and drop the new one while it is still in
+            // cache, instead of freeing the stored one's cold allocations.
+            // Fingerprints are 64-bit and seeded per handlespace, so a
+            // collision is neither likely nor constructible by a sender.
+            drop(pe);
+            entry.last_update = now;
+            entry.marked = false;
+            if std::mem::take(&mut entry.counter) != 0 {
+                let p = entry.pool;
+                let pos = self.pos[i as usize].pool as usize;
+                let Self {
+                    pools,
+                    nodes,
+                    entries,
+                    ..
+                } = self;
+                let entry = entries[i as usize].as_ref().expect("live entry");
+                let pool = pools[p as usize].as_mut().expect("live pool");
+                pool.selection
+                    .update(nodes, i, pos, &entry.element.policy, 0);
+            }
+            return Ok(RegisterOutcome {
+                entry: EntryId(i),
+                new_pe: false,
+                new_pool: false,
+                owner_change: None,
+            });
+        }
         if check
             && hash != entry.transport_hash
             && !same_endpoint(&entry.element.user_transport, &pe.user_transport)
@@ -401,6 +432,7 @@ impl Handlespace {
         let to = pe.home_registrar;
         let reselect = entry.counter != 0 || entry.element.policy != pe.policy;
         entry.element = pe;
+        entry.fingerprint = fingerprint;
         entry.transport_hash = hash;
         entry.last_update = now;
         entry.marked = false;
@@ -444,7 +476,10 @@ impl Handlespace {
             Some(to) => self.owners.add(to, i, contribution),
             None => 0,
         };
-        self.e_mut(i).element.home_registrar = to;
+        let fingerprints = &self.fingerprints;
+        let e = self.entries[i as usize].as_mut().expect("live entry");
+        e.element.home_registrar = to;
+        e.fingerprint = fingerprints.hash_one(&e.element);
     }
 
     /// Removes PE `pe` of pool `handle`; `None` if it is not registered.
@@ -661,8 +696,9 @@ impl Handlespace {
         for &i in &set.members {
             let contribution = self.e(i).contribution;
             self.pos[i as usize].owner = self.owners.add(to, i, contribution);
-            let e = self.e_mut(i);
+            let e = self.entries[i as usize].as_mut().expect("live entry");
             e.element.home_registrar = Some(to);
+            e.fingerprint = self.fingerprints.hash_one(&e.element);
             e.marked = false;
         }
         set.members.len()
@@ -892,6 +928,11 @@ impl Handlespace {
                 || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i)
             {
                 return Err(format!("entry {i}: pool indices disagree"));
+            }
+            if e.fingerprint != self.fingerprints.hash_one(&e.element)
+                || e.transport_hash != self.fingerprints.hash_one(&e.element.user_transport)
+            {
+                return Err(format!("entry {i}: stale fingerprint"));
             }
             if e.contribution != pe_sum(&pool.handle, e.element.id) {
                 return Err(format!("entry {i}: stale checksum contribution"));

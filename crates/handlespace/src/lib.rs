@@ -41,6 +41,7 @@
 mod entry;
 mod error;
 mod handlespace;
+mod hashing;
 mod owners;
 mod pool;
 mod selection;

@@ -1,8 +1,8 @@
 //! The ownership index: for every home registrar, the PEs it owns and the
 //! PE checksum over them (RFC 5353 §3.6.2), maintained incrementally.
 
+use crate::hashing::Map;
 use rserpool_wire::{PeChecksum, PrId};
-use rustc_hash::FxHashMap;
 
 /// The PEs one registrar owns.
 #[derive(Debug)]
@@ -19,7 +19,7 @@ pub(crate) struct OwnerSet {
 #[derive(Debug, Default)]
 pub(crate) struct Owners {
     sets: Vec<OwnerSet>,
-    index: FxHashMap<PrId, u32>,
+    index: Map<PrId, u32>,
 }
 
 const LINEAR: usize = 8;

@@ -411,3 +411,26 @@ fn stored_handles_do_not_pin_message_buffers() {
     assert_eq!(&stored[..], b"xxxx");
     assert_ne!(stored.as_ptr(), msg.as_ptr());
 }
+
+/// An identical re-registration after a takeover moved the PE must move
+/// ownership back (the stored element changed, so it is not "identical").
+#[test]
+fn identical_reregistration_after_owner_change_moves_ownership_back() {
+    let mut hs = Handlespace::default();
+    let h = ph("P");
+    hs.register(&h, pe(1, 1, Policy::RoundRobin), 0).unwrap();
+    hs.set_owner(&h, PeId(1), Some(pr(2))).unwrap();
+    let out = hs.register(&h, pe(1, 1, Policy::RoundRobin), 1).unwrap();
+    assert_eq!(
+        out.owner_change,
+        Some(OwnerChange {
+            from: Some(pr(2)),
+            to: Some(pr(1))
+        })
+    );
+    hs.reassign_owner(pr(1), pr(3));
+    let out = hs.register(&h, pe(1, 1, Policy::RoundRobin), 2).unwrap();
+    assert_eq!(out.owner_change.map(|c| c.from), Some(Some(pr(3))));
+    assert_eq!(hs.get(&h, PeId(1)).unwrap().last_update(), 2);
+    hs.check_invariants().unwrap();
+}
