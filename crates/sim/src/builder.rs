@@ -157,6 +157,7 @@ impl<M: Machine + 'static> WorldBuilder<M> {
                     peers: Default::default(),
                     assocs: Default::default(),
                     unresolved: Default::default(),
+                    zombies: Vec::new(),
                 }
             })
             .collect();

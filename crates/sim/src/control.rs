@@ -32,8 +32,29 @@ impl<M: Machine + 'static> World<M> {
         node.machine = Some(machine);
         node.incarnation += 1;
         node.host_up = true;
+        let zombies = std::mem::take(&mut node.zombies);
         self.trace_entry(id, Happening::Started { incarnation });
+        self.abort_zombies(id, zombies);
         self.drain(id);
+    }
+
+    /// The peers of associations that died with the node's previous
+    /// incarnation learn it from the ABORT their next packet draws, instead
+    /// of waiting for failure detection (unless the path is still broken).
+    fn abort_zombies(&mut self, id: NodeId, zombies: Vec<u64>) {
+        let now = self.now;
+        for serial in zombies {
+            let Some(a) = self.assocs.map.get(&serial) else {
+                continue;
+            };
+            let peer = 1 - a.side_of(id);
+            let peer_node = a.ends[peer].node;
+            if a.ends[peer].live() && reachable(&self.nodes, &self.net, id, peer_node) {
+                let d = self.net.one_way(&mut self.rng, id, peer_node);
+                self.detach_and_schedule_down(serial, peer, now + d, DownReason::Aborted);
+                self.remove_if_done(serial);
+            }
+        }
     }
 
     /// Starts a fresh machine (new seed, no associations) on a node that is
@@ -94,7 +115,10 @@ impl<M: Machine + 'static> World<M> {
                         let d = self.net.one_way(&mut self.rng, id, peer_node);
                         self.detach_and_schedule_down(serial, peer, now + d, DownReason::Aborted);
                     }
-                    _ => self.arm_failure_detection(serial),
+                    _ => {
+                        self.arm_failure_detection(serial);
+                        self.nodes[id.index()].zombies.push(serial);
+                    }
                 },
             }
             self.remove_if_done(serial);

@@ -165,6 +165,9 @@ pub(crate) struct Node<M> {
     pub(crate) assocs: BTreeSet<u64>,
     /// Opens to addresses no node has: the id handed out, failing at the timeout.
     pub(crate) unresolved: BTreeMap<SocketAddr, AssocId>,
+    /// Associations whose peers were not told of this node's crash; the
+    /// restarted node answers their next packet with ABORT.
+    pub(crate) zombies: Vec<u64>,
 }
 
 impl<M> Node<M> {

@@ -376,6 +376,38 @@ fn a_host_crash_is_detected_as_lost_within_the_bound_and_restart_reseeds() {
 }
 
 #[test]
+fn a_host_back_before_detection_aborts_what_its_peers_still_have() {
+    let seed = 24;
+    let (mut w, server, client) = pair(
+        seed,
+        config(link(10 * MS, Duration::ZERO, 0.0)),
+        100 * MS,
+        1000,
+    );
+    w.run_until(at(5 * S));
+    w.crash(server, CrashMode::Host);
+    w.run_until(at(6 * S));
+    assert!(
+        downs(&w, client).is_empty(),
+        "seed {seed}: not detected yet"
+    );
+    w.restart(server);
+    w.run_until(at(7 * S));
+    let d = downs(&w, client);
+    // The restarted host answers the old association's next packet with ABORT.
+    assert_eq!(
+        d[0],
+        (at(6 * S + 10 * MS), DownReason::Aborted),
+        "seed {seed}: {d:?}"
+    );
+    assert_eq!(
+        ups(&w, client).len(),
+        2,
+        "seed {seed}: reconnected to the new incarnation"
+    );
+}
+
+#[test]
 fn a_process_crash_is_aborted_by_the_kernel_at_once() {
     let seed = 18;
     let (mut w, server, client) = pair(
