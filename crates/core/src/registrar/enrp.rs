@@ -659,10 +659,13 @@ impl Registrar {
     }
 
     fn start_takeover(&mut self, now: Instant, target: PrId) {
+        // Every known peer but the target must agree, those believed dead
+        // included: a registrar cut off from the rest of the scope sees all
+        // its peers die, and must not take their PEs over on its own.
         let awaiting: BTreeSet<PrId> = self
             .peers
-            .active()
-            .map(|p| p.id)
+            .ids()
+            .into_iter()
             .filter(|id| *id != target)
             .collect();
         self.out.event(RegistrarEvent::TakeoverStarted(target));
@@ -675,8 +678,8 @@ impl Registrar {
         let done = awaiting.is_empty();
         self.takeovers.insert(target, Takeover { awaiting });
         if done {
-            // Nobody else to ask (RFC 5353 leaves this case open; a two-
-            // registrar scope would otherwise never complete a takeover).
+            // The target was the only peer (RFC 5353 leaves this case open; a
+            // two-registrar scope would otherwise never complete a takeover).
             self.complete_takeover(now, target);
         } else {
             self.timers.set(
