@@ -41,7 +41,7 @@ fn resolve_all(scope: &mut Scope, pu: NodeId) -> BTreeSet<PeId> {
     out
 }
 
-/// 1. A registration is visible at every registrar within a bound: one round
+/// Issue scenario 1: A registration is visible at every registrar within a bound: one round
 /// trip to the home plus one HANDLE_UPDATE hop (here under 10 ms on a LAN of
 /// at most 1 ms one-way delay).
 #[test]
@@ -82,7 +82,7 @@ fn registration_reaches_every_registrar() {
     }
 }
 
-/// 2. A PE that dies is removed everywhere within failure detection (5 s) +
+/// Issue scenario 2: A PE that dies is removed everywhere within failure detection (5 s) +
 /// keep-alive timeout (5 s) + 1 s, and PUs stop getting it.
 #[test]
 fn dead_pe_is_removed_everywhere() {
@@ -119,7 +119,7 @@ fn dead_pe_is_removed_everywhere() {
     }
 }
 
-/// 3. A registrar that crashes: all its PEs are re-homed, none is lost at
+/// Issue scenario 3: A registrar that crashes: all its PEs are re-homed, none is lost at
 /// any time. The PEs notice first (association lost after the 5 s failure
 /// detection) and register elsewhere: bound 5 s + 2 s. The peers' takeover
 /// (MAX-TIME-LAST-HEARD 61 s + MAX-TIME-NO-RESPONSE 5 s) then drops the dead
@@ -180,7 +180,7 @@ fn crashed_registrar_pes_are_rehomed() {
     }
 }
 
-/// 3b. A registrar that only its peers cannot reach (its PEs still can) is
+/// Issue scenario 3b: A registrar that only its peers cannot reach (its PEs still can) is
 /// taken over by a peer (RFC 5353 §3.5): the winner claims its PEs with
 /// ENDPOINT_KEEP_ALIVE(H) and they re-register there. Bound: 61 s + 5 s +
 /// 2 s.
@@ -241,7 +241,7 @@ fn unreachable_registrar_is_taken_over() {
     }
 }
 
-/// 4. Partition and heal: afterwards the handlespaces converge (equal
+/// Issue scenario 4: Partition and heal: afterwards the handlespaces converge (equal
 /// checksums, equal contents) within the rediscovery interval (5 s) plus
 /// the audit and resynchronisation (2 s).
 #[test]

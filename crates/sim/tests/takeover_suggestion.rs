@@ -1,4 +1,4 @@
-//! 5. The draft's scenario: 5 registrars, 1,000 PEs; two registrars are
+//! The draft's scenario: 5 registrars, 1,000 PEs; two registrars are
 //! unreachable long enough that every PE moves to the other three; then
 //! they recover. With the `balanced` policy ownership must reach max/mean
 //! <= 1.1 within two re-registration intervals of the recovery and stay
