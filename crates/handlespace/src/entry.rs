@@ -30,6 +30,8 @@ pub struct PeEntry {
     pub(crate) fingerprint: u64,
     /// Seeded 64-bit hash of the user transport, to recognise the same endpoint.
     pub(crate) transport_hash: u64,
+    /// Seeded 64-bit hash of the ASAP transport.
+    pub(crate) asap_hash: u64,
     pub(crate) marked: bool,
 }
 

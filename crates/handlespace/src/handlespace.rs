@@ -277,7 +277,7 @@ impl Handlespace {
                 if let Some(&i) = self.by_key.get(&key(p, pe.id)) {
                     return self.update(i, pe, now);
                 }
-                if pool.members.len() >= self.config.max_pes_per_pool {
+                if pool.by_id.len() >= self.config.max_pes_per_pool {
                     return Err(RegisterError::LackOfResources("PEs per pool"));
                 }
                 if self.len >= self.config.max_pes {
@@ -347,12 +347,17 @@ impl Handlespace {
         };
         let pool = self.pools[p as usize].as_mut().expect("live pool");
         let contribution = pe_sum(&pool.handle, pe.id);
-        let (fingerprint, transport_hash) = (
+        let (fingerprint, transport_hash, asap_hash) = (
             self.fingerprints.hash_one(&pe),
             self.fingerprints.hash_one(&pe.user_transport),
+            self.fingerprints.hash_one(&pe.asap_transport),
         );
-        let pool_pos = pool.members.len() as u32;
-        pool.members.push(i);
+        let pool_pos = if pool.selection.draws_from_members() {
+            pool.members.push(i);
+            (pool.members.len() - 1) as u32
+        } else {
+            0
+        };
         pool.by_id.insert(pe.id.0, i);
         pool.selection.insert(&mut self.nodes, i, &pe.policy, 0);
         self.by_key.insert(key(p, pe.id), i);
@@ -373,6 +378,7 @@ impl Handlespace {
             contribution,
             fingerprint,
             transport_hash,
+            asap_hash,
             marked: false,
         });
         self.len += 1;
@@ -382,7 +388,7 @@ impl Handlespace {
     fn update(
         &mut self,
         i: u32,
-        mut pe: PoolElement,
+        pe: PoolElement,
         now: u64,
     ) -> Result<RegisterOutcome, RegisterError> {
         let check = self.config.reject_id_collisions;
@@ -425,15 +431,39 @@ impl Handlespace {
         {
             return Err(RegisterError::NonUniquePeId);
         }
-        if let UserTransport::Opaque(b) = &pe.user_transport {
-            pe.user_transport = UserTransport::Opaque(bytes::Bytes::copy_from_slice(b));
-        }
+        let asap_hash = self.fingerprints.hash_one(&pe.asap_transport);
+        let entry = self.entries[i as usize].as_mut().expect("live entry");
         let from = entry.element.home_registrar;
         let to = pe.home_registrar;
         let reselect = entry.counter != 0 || entry.element.policy != pe.policy;
-        entry.element = pe;
+        // Field by field: transports that did not change (equal hashes) stay,
+        // so a load update frees the new, cache-hot copies rather than the
+        // stored ones.
+        let PoolElement {
+            id: _,
+            home_registrar,
+            registration_life,
+            user_transport,
+            policy,
+            asap_transport,
+        } = pe;
+        entry.element.home_registrar = home_registrar;
+        entry.element.registration_life = registration_life;
+        entry.element.policy = policy;
+        if hash != entry.transport_hash {
+            entry.element.user_transport = match user_transport {
+                UserTransport::Opaque(b) => {
+                    UserTransport::Opaque(bytes::Bytes::copy_from_slice(&b))
+                }
+                t => t,
+            };
+        }
+        if asap_hash != entry.asap_hash {
+            entry.element.asap_transport = asap_transport;
+        }
         entry.fingerprint = fingerprint;
         entry.transport_hash = hash;
+        entry.asap_hash = asap_hash;
         entry.last_update = now;
         entry.marked = false;
         entry.counter = 0;
@@ -501,12 +531,17 @@ impl Handlespace {
         } = self.pos[i as usize];
         let pos = pool_pos as usize;
         let pool = self.pools[p as usize].as_mut().expect("live pool");
-        let last = *pool.members.last().expect("member of its pool");
-        pool.selection.remove(&mut self.nodes, i, pos, last);
-        pool.members.swap_remove(pos);
+        let moved = if pool.selection.draws_from_members() {
+            let last = *pool.members.last().expect("member of its pool");
+            pool.selection.remove(&mut self.nodes, i, pos, last);
+            pool.members.swap_remove(pos);
+            (last != i).then_some(last)
+        } else {
+            pool.selection.remove(&mut self.nodes, i, 0, i);
+            None
+        };
         pool.by_id.remove(&entry.element.id.0);
-        let moved = (last != i).then_some(last);
-        let pool_removed = pool.members.is_empty();
+        let pool_removed = pool.by_id.is_empty();
         self.by_key.remove(&key(p, entry.element.id));
         if let Some(m) = moved {
             self.pos[m as usize].pool = pool_pos;
@@ -923,7 +958,9 @@ impl Handlespace {
                 return Err(format!("entry {i} in dead pool"));
             };
             let at = self.pos[i as usize];
-            if pool.members.get(at.pool as usize) != Some(&i)
+            let in_members = !pool.selection.draws_from_members()
+                || pool.members.get(at.pool as usize) == Some(&i);
+            if !in_members
                 || pool.by_id.get(&e.element.id.0) != Some(&i)
                 || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i)
             {
@@ -931,6 +968,7 @@ impl Handlespace {
             }
             if e.fingerprint != self.fingerprints.hash_one(&e.element)
                 || e.transport_hash != self.fingerprints.hash_one(&e.element.user_transport)
+                || e.asap_hash != self.fingerprints.hash_one(&e.element.asap_transport)
             {
                 return Err(format!("entry {i}: stale fingerprint"));
             }
@@ -973,15 +1011,25 @@ impl Handlespace {
         for (p, pool) in self.pools.iter().enumerate() {
             let Some(pool) = pool else { continue };
             let p = p as u32;
-            if pool.members.is_empty()
-                || pool.members.len() != pool.by_id.len()
+            let members: Vec<u32> = if pool.selection.draws_from_members() {
+                pool.members.clone()
+            } else {
+                pool.by_id.values().copied().collect()
+            };
+            let members_ok = if pool.selection.draws_from_members() {
+                pool.members.len() == pool.by_id.len()
+            } else {
+                pool.members.is_empty()
+            };
+            if pool.by_id.is_empty()
+                || !members_ok
                 || self.pool_index.get(&pool.handle) != Some(&p)
                 || self.pool_order.get(&pool.handle) != Some(&p)
             {
                 return Err(format!("pool {}: indices disagree", pool.handle));
             }
             pool.selection
-                .check(&self.nodes, &pool.members, |m| {
+                .check(&self.nodes, &members, |m| {
                     let e = self.e(m);
                     (e.element.policy.clone(), e.counter)
                 })

@@ -47,7 +47,9 @@ pub(crate) struct Pool {
     pub kind: TransportKind,
     pub transport_use: TransportUse,
     pub degrades: bool,
-    /// All member entries; the entry's `Pos::pool` indexes this.
+    /// The member entries, for the policies that draw from an array (RAND
+    /// and the weighted ones; empty otherwise); the entry's `Pos::pool`
+    /// indexes this.
     pub members: Vec<u32>,
     /// PE ID -> entry, for paging in a stable order.
     pub by_id: BTreeMap<u32, u32>,
@@ -94,11 +96,11 @@ impl<'a> PoolInfo<'a> {
 
     /// The number of PEs.
     pub fn len(&self) -> usize {
-        self.pool.members.len()
+        self.pool.by_id.len()
     }
 
     /// Whether the pool is empty (never true for a pool the handlespace holds).
     pub fn is_empty(&self) -> bool {
-        self.pool.members.is_empty()
+        self.pool.by_id.is_empty()
     }
 }

@@ -434,3 +434,32 @@ fn identical_reregistration_after_owner_change_moves_ownership_back() {
     assert_eq!(hs.get(&h, PeId(1)).unwrap().last_update(), 2);
     hs.check_invariants().unwrap();
 }
+
+/// A re-registration replaces every attribute that changed (transports,
+/// life, policy values) and keeps what did not.
+#[test]
+fn reregistration_replaces_changed_attributes() {
+    let mut hs = Handlespace::default();
+    let h = ph("P");
+    hs.register(&h, pe(1, 1, Policy::LeastUsed { load: 1 }), 0)
+        .unwrap();
+    let mut e = pe(1, 1, Policy::LeastUsed { load: 2 });
+    e.user_transport = UserTransport::Address(TransportAddress::sctp(
+        9001,
+        TransportUse::DataOnly,
+        vec![addr(1), addr(77)],
+    ));
+    e.asap_transport = Some(TransportAddress::sctp(
+        4000,
+        TransportUse::DataOnly,
+        vec![addr(1)],
+    ));
+    e.registration_life = RegistrationLife(5);
+    hs.register(&h, e.clone(), 1).unwrap();
+    assert_eq!(hs.get(&h, PeId(1)).unwrap().element(), &e);
+    let mut f = e.clone();
+    f.policy = Policy::LeastUsed { load: 3 };
+    hs.register(&h, f.clone(), 2).unwrap();
+    assert_eq!(hs.get(&h, PeId(1)).unwrap().element(), &f);
+    hs.check_invariants().unwrap();
+}

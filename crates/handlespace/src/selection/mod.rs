@@ -207,7 +207,13 @@ impl Selection {
         }
     }
 
-    /// Adds entry `i`, which was just appended to the member array.
+    /// Whether the pool must keep its member array (positions index it).
+    #[inline]
+    pub(crate) fn draws_from_members(&self) -> bool {
+        matches!(self, Self::Random | Self::Weighted(_))
+    }
+
+    /// Adds entry `i` (appended to the member array if the policy draws from it).
     pub(crate) fn insert(&mut self, nodes: &mut [Node], i: u32, p: &Policy, counter: u32) {
         match self {
             Self::Ordered(o) => o.insert(nodes, i, order_key(p, counter)),
