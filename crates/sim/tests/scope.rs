@@ -105,6 +105,7 @@ fn dead_pe_is_removed_everywhere() {
             })
             .unwrap_or_else(|| panic!("seed {seed}: PE never removed"));
         let took = gone.saturating_since(crashed);
+        println!("dead PE seed {seed}: removed everywhere after {took:?}");
         assert!(took <= 11 * S, "seed {seed}: removal took {took:?}");
         for _ in 0..20 {
             let got = resolve_all(&mut s, pu);
@@ -160,6 +161,7 @@ fn crashed_registrar_pes_are_rehomed() {
             })
             .unwrap_or_else(|| panic!("seed {seed}: PEs not re-homed"));
         let took = rehomed.saturating_since(crashed);
+        println!("crashed registrar seed {seed}: {orphans} PEs re-homed after {took:?}");
         assert!(took <= 7 * S, "seed {seed}: re-homing took {took:?}");
         let dropped = s
             .run_until(100 * MS, 80 * S, |s| {
@@ -225,6 +227,7 @@ fn unreachable_registrar_is_taken_over() {
                 }
                 panic!("seed {seed}: takeover did not complete")
             });
+        println!("cut-off registrar seed {seed}: taken over after {:?}", done.saturating_since(cut));
         assert!(
             done.saturating_since(cut) <= 68 * S,
             "seed {seed}: {:?}",
@@ -259,6 +262,7 @@ fn partition_heals_and_handlespaces_converge() {
             .collect();
         s.world.partition(&[&side_a, &side_b]);
         s.world.run_for(120 * S);
+        let before: Vec<usize> = s.prs.iter().map(|n| s.known_pes(*n).len()).collect();
         s.world.heal();
         let healed = s.world.now();
         let all = s.running_pe_ids();
@@ -275,6 +279,7 @@ fn partition_heals_and_handlespaces_converge() {
             })
             .unwrap_or_else(|| panic!("seed {seed}: no convergence after heal"));
         let took = converged.saturating_since(healed);
+        println!("partition seed {seed}: converged {took:?} after the heal (PEs known before: {before:?})");
         assert!(took <= 7 * S, "seed {seed}: convergence took {took:?}");
     }
 }
