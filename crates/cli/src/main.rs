@@ -4,6 +4,10 @@
 //! struct (clap derive) and a `run` function returning the process exit code.
 
 mod decode;
+mod node;
+mod pe;
+mod pu;
+mod registrar;
 mod style;
 
 use clap::{Parser, Subcommand};
@@ -23,24 +27,52 @@ enum Command {
     /// Decode ASAP and ENRP messages from hex or from a pcap/pcapng capture.
     #[command(after_long_help = decode::AFTER_HELP)]
     Decode(decode::Args),
+    /// Run a pool registrar (ENRP server) until SIGINT or SIGTERM.
+    #[command(after_long_help = registrar::AFTER_HELP)]
+    Registrar(registrar::Args),
+    /// Run a pool element: register in a pool, deregister on SIGINT or SIGTERM.
+    #[command(after_long_help = pe::AFTER_HELP)]
+    Pe(pe::Args),
+    /// Run a pool user: resolve a pool and print the selected pool elements.
+    #[command(after_long_help = pu::AFTER_HELP)]
+    Pu(pu::Args),
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
     match cli.command {
-        Command::Decode(args) => decode::run(args),
+        Command::Decode(args) => {
+            init_tracing("warn");
+            decode::run(args)
+        }
+        Command::Registrar(args) => {
+            init_tracing("info");
+            registrar::run(args)
+        }
+        Command::Pe(args) => {
+            init_tracing("info");
+            pe::run(args)
+        }
+        Command::Pu(args) => {
+            init_tracing("warn");
+            pu::run(args)
+        }
     }
 }
 
-/// Logs go to stderr so they never mix with decoded output; `RUST_LOG`
-/// (for example `RUST_LOG=debug`) shows why frames were skipped.
-fn init_tracing() {
+/// Logs go to stderr so they never mix with output on stdout; `RUST_LOG`
+/// (for example `RUST_LOG=debug`) overrides `default`: the daemons log
+/// their events at info, the one-shot tools only trouble.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_target(false)
         .without_time()
         .init();

@@ -1,0 +1,141 @@
+//! Which SCTP the node runs on, and binding its endpoints.
+//!
+//! The choice between kernel SCTP and SCTP over UDP is made once, at
+//! start-up (`--transport`, automatic by default); endpoints are
+//! [`AnyTransport`]s of that backend.
+
+use super::duration::Millis;
+#[cfg(target_os = "linux")]
+use rserpool_net::transport::kernel::KernelTransport;
+use rserpool_net::transport::select::{
+    AnyTransport, BackendKind, probe_kernel_sctp, select_backend,
+};
+use rserpool_net::transport::udp::{SCTP_UDP_PORT, UdpConfig, UdpTransport};
+use rserpool_net::transport::{EndpointConfig, TransportConfig, TransportError};
+
+/// Which SCTP implementation to use (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportChoice {
+    /// The kernel's SCTP (Linux); start-up fails if it is unavailable.
+    Kernel,
+    /// Userland SCTP over UDP (RFC 6951).
+    Udp,
+    /// Kernel SCTP if the kernel has it, else SCTP over UDP.
+    #[default]
+    Auto,
+}
+
+/// Transport flags shared by every node (in a registrar's configuration
+/// file, the `[transport]` table, with `kind` for `--transport`).
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TransportArgs {
+    /// SCTP implementation [default: auto]
+    #[arg(long = "transport", value_enum, value_name = "KIND")]
+    #[serde(rename = "kind")]
+    pub choice: Option<TransportChoice>,
+    /// Local UDP port of SCTP over UDP; every node on one IP needs its own
+    /// (default 9899, for a pool user an ephemeral port).
+    #[arg(long, value_name = "PORT")]
+    pub udp_port: Option<u16>,
+    /// UDP port that outgoing SCTP-over-UDP associations are sent to
+    /// [default: 9899].
+    #[arg(long, value_name = "PORT")]
+    pub remote_udp_port: Option<u16>,
+    /// SCTP HEARTBEAT interval on idle associations [default: 1s].
+    #[arg(long, value_name = "DUR")]
+    pub sctp_heartbeat_interval: Option<Millis>,
+    /// Silence after which SCTP declares a peer lost [default: 5s].
+    #[arg(long, value_name = "DUR")]
+    pub sctp_dead_peer_timeout: Option<Millis>,
+    /// Longest SCTP association set-up [default: 5s].
+    #[arg(long, value_name = "DUR")]
+    pub sctp_handshake_timeout: Option<Millis>,
+}
+
+impl TransportArgs {
+    /// Flags given here win over `file`.
+    pub fn overlay(self, file: Self) -> Self {
+        Self {
+            choice: self.choice.or(file.choice),
+            udp_port: self.udp_port.or(file.udp_port),
+            remote_udp_port: self.remote_udp_port.or(file.remote_udp_port),
+            sctp_heartbeat_interval: self
+                .sctp_heartbeat_interval
+                .or(file.sctp_heartbeat_interval),
+            sctp_dead_peer_timeout: self.sctp_dead_peer_timeout.or(file.sctp_dead_peer_timeout),
+            sctp_handshake_timeout: self.sctp_handshake_timeout.or(file.sctp_handshake_timeout),
+        }
+    }
+
+    /// The backend to run on: the one asked for, or the automatic choice
+    /// (which logs one line when it falls back to UDP).
+    pub fn backend(&self) -> Result<BackendKind, String> {
+        match self.choice.unwrap_or_default() {
+            TransportChoice::Auto => Ok(select_backend()),
+            TransportChoice::Udp => Ok(BackendKind::Udp),
+            TransportChoice::Kernel => match probe_kernel_sctp() {
+                Ok(()) => Ok(BackendKind::Kernel),
+                Err(e) => Err(format!(
+                    "kernel SCTP unavailable ({e}); use --transport udp or auto"
+                )),
+            },
+        }
+    }
+
+    /// The SCTP tunables.
+    pub fn tunables(&self) -> Result<TransportConfig, String> {
+        let mut t = TransportConfig::default();
+        if let Some(d) = self.sctp_heartbeat_interval {
+            t.heartbeat_interval = d.0;
+        }
+        if let Some(d) = self.sctp_dead_peer_timeout {
+            t.dead_peer_timeout = d.0;
+        }
+        if let Some(d) = self.sctp_handshake_timeout {
+            t.handshake_timeout = d.0;
+        }
+        for (name, d) in [
+            ("sctp-heartbeat-interval", t.heartbeat_interval),
+            ("sctp-dead-peer-timeout", t.dead_peer_timeout),
+            ("sctp-handshake-timeout", t.handshake_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        Ok(t)
+    }
+
+    /// The SCTP-over-UDP options; `default_udp_port` applies without `--udp-port`.
+    pub fn udp(&self, default_udp_port: u16) -> UdpConfig {
+        UdpConfig {
+            udp_port: self.udp_port.unwrap_or(default_udp_port),
+            remote_udp_port: self.remote_udp_port.unwrap_or(SCTP_UDP_PORT),
+            ..UdpConfig::default()
+        }
+    }
+}
+
+/// Binds one endpoint on backend `kind`; `udp` matters only to SCTP over UDP.
+pub fn bind(
+    kind: BackendKind,
+    config: EndpointConfig,
+    udp: &UdpConfig,
+) -> Result<AnyTransport, TransportError> {
+    match kind {
+        #[cfg(target_os = "linux")]
+        BackendKind::Kernel => Ok(AnyTransport::Kernel(Box::new(KernelTransport::bind(
+            config,
+        )?))),
+        #[cfg(not(target_os = "linux"))]
+        BackendKind::Kernel => Err(TransportError::Io(
+            "the kernel SCTP backend is Linux only".into(),
+        )),
+        BackendKind::Udp => Ok(AnyTransport::Udp(Box::new(UdpTransport::bind(
+            config,
+            udp.clone(),
+        )?))),
+    }
+}

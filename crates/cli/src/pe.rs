@@ -1,0 +1,348 @@
+//! `rserpool pe`: a pool element that registers a pool membership at a
+//! registrar and keeps it until a signal, then deregisters.
+
+use crate::node::addr::{EndpointSpec, LocalAddr};
+use crate::node::duration::Millis;
+use crate::node::policy;
+use crate::node::transport::{self, TransportArgs};
+use crate::node::{Node, config_error, shutdown_signal, tokio_runtime};
+use crate::registrar::ASAP_PORT;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rserpool_core::pool_element::LifeUnit;
+use rserpool_core::{HuntConfig, Instant, PoolElement, PoolElementConfig, PoolElementEvent};
+use rserpool_net::runtime::{AnnounceChannel, Endpoints};
+use rserpool_net::transport::select::BackendKind;
+use rserpool_net::transport::udp::SCTP_UDP_PORT;
+use rserpool_net::transport::{EndpointConfig, Transport};
+use rserpool_wire::{PeId, Policy, PoolHandle, TransportAddress, TransportUse, UserTransport};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// Flags of `rserpool pe`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pool handle to join.
+    #[arg(long, value_name = "NAME")]
+    pool: String,
+    /// A registrar's ASAP endpoint (IP[:PORT], comma-separated for a
+    /// multi-homed one; port default 3863); repeatable, tried in order.
+    #[arg(long = "registrar", value_name = "ADDR")]
+    registrar: Vec<EndpointSpec>,
+    /// Member selection policy: rr, wrr:W, lu:LOAD (25% or raw), rand, wrand:W, prio:P.
+    #[arg(long, value_name = "POLICY", default_value = "rr", value_parser = policy::parse)]
+    policy: Policy,
+    /// Port where pool users reach this PE's service [default: the ASAP endpoint's port].
+    #[arg(long, value_name = "PORT")]
+    user_port: Option<u16>,
+    /// Address where pool users reach this PE; repeatable [default: the --local IPs].
+    #[arg(long, value_name = "IP")]
+    user_addr: Vec<IpAddr>,
+    /// Local IP[:PORT] of the ASAP endpoint; repeatable [default: 0.0.0.0, any port].
+    #[arg(long, value_name = "ADDR")]
+    local: Vec<LocalAddr>,
+    /// PE identifier, hex or decimal [default: random].
+    #[arg(long, value_name = "ID", value_parser = parse_pe_id)]
+    id: Option<PeId>,
+    /// Registration Life; bare numbers are ms [default: 60s].
+    #[arg(long, value_name = "DUR")]
+    registration_life: Option<Millis>,
+    /// T4: re-registration interval [default: the RFC 5352 rule from the life].
+    #[arg(long, value_name = "DUR")]
+    reregistration_interval: Option<Millis>,
+    /// T2: wait for REGISTRATION_RESPONSE [default: 30s].
+    #[arg(long, value_name = "DUR")]
+    registration_timeout: Option<Millis>,
+    /// T3: wait for DEREGISTRATION_RESPONSE on shutdown [default: 30s].
+    #[arg(long, value_name = "DUR")]
+    deregistration_timeout: Option<Millis>,
+    /// T5: wait for an association to a registrar [default: 10s].
+    #[arg(long, value_name = "DUR")]
+    server_hunt_timeout: Option<Millis>,
+    /// Send Registration Life in seconds (RFC 5354) instead of ms (reference implementation).
+    #[arg(long)]
+    life_in_seconds: bool,
+    /// Listen for ASAP_SERVER_ANNOUNCE here (multicast group or IP:PORT) to find registrars.
+    #[arg(long, value_name = "ADDR")]
+    announce: Option<SocketAddr>,
+    /// Seed of the PE's randomness [default: random].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    #[command(flatten, next_help_heading = "Transport")]
+    transport: TransportArgs,
+}
+
+/// Text after the flag list of `rserpool pe --help`.
+pub const AFTER_HELP: &str = "\
+Events (registered, home changed, home lost, deregistered) are logged at \
+info level to stderr. SIGINT or SIGTERM deregisters, then exits.
+
+Exit status: 0 after a signal, 1 if the registration was refused or the \
+transport failed, 2 if the configuration is invalid or the endpoint \
+cannot be bound.";
+
+fn parse_pe_id(s: &str) -> Result<PeId, String> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map(PeId)
+    .map_err(|_| format!("`{s}` is not a 32-bit PE ID (hex 0x... or decimal)"))
+}
+
+/// What the PE runs with, checked.
+struct Plan {
+    config: PoolElementConfig,
+    /// The user port was not given: offer the ASAP endpoint's.
+    user_port_from_endpoint: bool,
+    seed: u64,
+    local: Vec<SocketAddr>,
+    transport: TransportArgs,
+    announce: Option<SocketAddr>,
+}
+
+fn plan(a: Args) -> Result<Plan, String> {
+    let pool = PoolHandle::try_from(a.pool.as_str())
+        .map_err(|e| format!("invalid pool handle `{}`: {e}", a.pool))?;
+    if a.registrar.is_empty() && a.announce.is_none() {
+        return Err("give at least one --registrar (or --announce to find registrars)".into());
+    }
+    let mut local: Vec<SocketAddr> = a
+        .local
+        .iter()
+        .map(|l| SocketAddr::new(l.ip, l.port.unwrap_or(0)))
+        .collect();
+    if local.is_empty() {
+        local.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+    }
+    let user_addrs = if a.user_addr.is_empty() {
+        local.iter().map(SocketAddr::ip).collect()
+    } else {
+        a.user_addr
+    };
+    if let Some(ip) = user_addrs
+        .iter()
+        .find(|ip| ip.is_unspecified() || ip.is_multicast())
+    {
+        return Err(format!(
+            "pool users cannot reach {ip}: give --user-addr (or a concrete --local IP)"
+        ));
+    }
+    let mut c = PoolElementConfig::new(
+        pool,
+        UserTransport::Address(TransportAddress::sctp(
+            a.user_port.unwrap_or(0),
+            TransportUse::DataOnly,
+            user_addrs,
+        )),
+        a.policy,
+    );
+    c.pe_id = a.id;
+    if let Some(d) = a.registration_life {
+        c.registration_life = Some(d.0);
+    }
+    c.t4_reregistration = a.reregistration_interval.map(|d| d.0);
+    if let Some(d) = a.registration_timeout {
+        c.t2_registration = d.0;
+    }
+    if let Some(d) = a.deregistration_timeout {
+        c.t3_deregistration = d.0;
+    }
+    if a.life_in_seconds {
+        c.life_unit = LifeUnit::Seconds;
+    }
+    c.hunt = HuntConfig {
+        registrars: a.registrar.iter().map(|r| r.resolve(ASAP_PORT)).collect(),
+        ..HuntConfig::default()
+    };
+    if let Some(d) = a.server_hunt_timeout {
+        c.hunt.t5_server_hunt = d.0;
+        c.hunt.retran_max = c.hunt.retran_max.max(d.0);
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    a.transport.tunables()?;
+    Ok(Plan {
+        config: c,
+        user_port_from_endpoint: a.user_port.is_none(),
+        seed: a.seed.unwrap_or_else(rand::random),
+        local,
+        transport: a.transport,
+        announce: a.announce,
+    })
+}
+
+/// Runs the PE until a signal; see [`AFTER_HELP`].
+pub fn run(args: Args) -> ExitCode {
+    let plan = match plan(args) {
+        Ok(p) => p,
+        Err(e) => return config_error(e),
+    };
+    let kind = match plan.transport.backend() {
+        Ok(k) => k,
+        Err(e) => return config_error(e),
+    };
+    let rt = match tokio_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(serve(plan, kind))
+}
+
+async fn serve(mut plan: Plan, kind: BackendKind) -> ExitCode {
+    let tunables = match plan.transport.tunables() {
+        Ok(t) => t,
+        Err(e) => return config_error(e),
+    };
+    // The PE listens: a registrar that takes it over opens an association to it.
+    let ec = EndpointConfig::server(plan.local.iter().copied()).with_transport(tunables);
+    let asap = match transport::bind(kind, ec, &plan.transport.udp(SCTP_UDP_PORT)) {
+        Ok(t) => t,
+        Err(e) => return config_error(format!("cannot bind the ASAP endpoint: {e}")),
+    };
+    let announce = match plan.announce {
+        Some(at) => match AnnounceChannel::bind(at, Vec::new(), rserpool_wire::PPID_ASAP).await {
+            Ok(a) => Some(a),
+            Err(e) => return config_error(format!("cannot listen for announces on {at}: {e}")),
+        },
+        None => None,
+    };
+    if plan.user_port_from_endpoint {
+        if let (UserTransport::Address(t), Some(a)) =
+            (&mut plan.config.user_transport, asap.local_addrs().first())
+        {
+            t.port = a.port();
+        }
+    }
+    let rng = ChaCha8Rng::seed_from_u64(plan.seed);
+    let pe = match PoolElement::new(plan.config.clone(), rng, Instant::ZERO) {
+        Ok(pe) => pe,
+        Err(e) => return config_error(e),
+    };
+    let id = pe.pe_id();
+    let t3 = plan.config.t3_deregistration;
+    info!(
+        "PE {id} joining pool {} as {} with {} from {:?} over {kind}",
+        plan.config.pool_handle,
+        plan.config.user_transport,
+        plan.config.policy,
+        asap.local_addrs(),
+    );
+    let (mut node, mut events) = Node::spawn(pe, Endpoints { asap, enrp: None }, announce);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            Some(e) = events.recv() => {
+                if !log_event(&e) {
+                    node.stop().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+            name = &mut signal => {
+                info!("PE {id} deregistering on {name}");
+                return deregister(node, events, t3).await;
+            }
+            reason = node.failed() => {
+                error!("PE {id} stopped: {reason}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}
+
+/// Deregisters and waits for the answer (the machine bounds the wait by T3;
+/// a second signal cuts it short).
+async fn deregister(
+    node: Node<PoolElement>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<PoolElementEvent>,
+    t3: Duration,
+) -> ExitCode {
+    if node
+        .call(|pe: &mut PoolElement, now| pe.shutdown(now))
+        .await
+        .is_none()
+    {
+        return ExitCode::FAILURE;
+    }
+    // The machine always ends with Deregistered (confirmed or not) within T3.
+    let wait = async {
+        while let Some(e) = events.recv().await {
+            log_event(&e);
+            if matches!(e, PoolElementEvent::Deregistered { .. }) {
+                return true;
+            }
+        }
+        false
+    };
+    let done = tokio::select! {
+        d = tokio::time::timeout(t3 + Duration::from_secs(1), wait) => d.unwrap_or(false),
+        name = shutdown_signal() => {
+            warn!("{name} again: exiting without waiting for the registrar");
+            false
+        }
+    };
+    if done {
+        // Give the transport a moment to send the SHUTDOWN the machine
+        // queued after the response, so the registrar sees a clean close.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.stop().await;
+    if done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Logs one event; false if the PE cannot go on (its registration was refused).
+fn log_event(e: &PoolElementEvent) -> bool {
+    use PoolElementEvent as E;
+    match e {
+        E::Registered {
+            pe_id, server_id, ..
+        } => match server_id {
+            Some(s) => info!("PE {pe_id} registered at registrar {s}"),
+            None => info!("PE {pe_id} registered"),
+        },
+        E::RegistrationRejected { causes, .. } => {
+            error!("registration refused: {}", causes_text(causes));
+            return false;
+        }
+        E::HomeChanged { server_id, .. } => info!("home changed to registrar {server_id}"),
+        E::HomeLost { reason, .. } => warn!("home registrar lost ({reason:?}); hunting"),
+        E::PrUnreachable { addresses } => warn!("registrar {addresses:?} unreachable"),
+        E::NoRegistrar { retry_at } => match retry_at {
+            Some(_) => warn!("no registrar accepted the registration; retrying"),
+            None => warn!("no registrar known; waiting for an announce"),
+        },
+        E::RegistrationExpired { .. } => {
+            info!("registration expired at the registrar; registering again")
+        }
+        E::Deregistered { confirmed, causes } => {
+            if *confirmed && causes.is_empty() {
+                info!("deregistered");
+            } else if *confirmed {
+                warn!("deregistration refused: {}", causes_text(causes));
+            } else {
+                warn!("deregistered without confirmation from a registrar");
+            }
+        }
+        E::PeerError { causes, .. } => {
+            warn!("registrar reported an error: {}", causes_text(causes))
+        }
+    }
+    true
+}
+
+fn causes_text(causes: &[rserpool_wire::ErrorCause]) -> String {
+    if causes.is_empty() {
+        return "no cause given".into();
+    }
+    causes
+        .iter()
+        .map(|c| format!("{:?}", c.code))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,281 @@
+//! `rserpool pu`: a pool user that resolves a pool handle at a registrar
+//! and prints the pool element its policy selects, a number of times.
+
+use crate::node::addr::{EndpointSpec, LocalAddr};
+use crate::node::duration::Millis;
+use crate::node::policy;
+use crate::node::transport::{self, TransportArgs};
+use crate::node::{Node, config_error, tokio_runtime};
+use crate::registrar::ASAP_PORT;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rserpool_core::pool_user::{RequestId, ResolutionFailure};
+use rserpool_core::{HuntConfig, Instant, PoolUser, PoolUserConfig, PoolUserEvent};
+use rserpool_net::runtime::{AnnounceChannel, Endpoints};
+use rserpool_net::transport::select::BackendKind;
+use rserpool_net::transport::{EndpointConfig, Transport};
+use rserpool_wire::{PoolHandle, UserTransport};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Flags of `rserpool pu`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pool handle to resolve.
+    #[arg(long, value_name = "NAME")]
+    pool: String,
+    /// A registrar's ASAP endpoint (IP[:PORT], comma-separated for a
+    /// multi-homed one; port default 3863); repeatable.
+    #[arg(long = "registrar", value_name = "ADDR")]
+    registrar: Vec<EndpointSpec>,
+    /// Resolutions to make.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    count: u32,
+    /// Pause between resolutions; bare numbers are ms.
+    #[arg(long, value_name = "MS", default_value = "1000")]
+    interval: Millis,
+    /// How long a resolution answers from the cache without asking a
+    /// registrar (stale_cache_value; 0 asks every time) [default: 5s].
+    #[arg(long, value_name = "DUR")]
+    cache: Option<Millis>,
+    /// T1: wait for HANDLE_RESOLUTION_RESPONSE [default: 15s].
+    #[arg(long, value_name = "DUR")]
+    request_timeout: Option<Millis>,
+    /// Resends after T1 before a resolution fails [default: 2].
+    #[arg(long, value_name = "N")]
+    retransmits: Option<u32>,
+    /// PEs to ask for (Handle Resolution Option) [default: the registrar's choice].
+    #[arg(long, value_name = "N")]
+    items: Option<u32>,
+    /// T5: wait for an association to a registrar [default: 10s].
+    #[arg(long, value_name = "DUR")]
+    server_hunt_timeout: Option<Millis>,
+    /// Local IP[:PORT] of the ASAP endpoint; repeatable [default: any].
+    #[arg(long, value_name = "ADDR")]
+    local: Vec<LocalAddr>,
+    /// Listen for ASAP_SERVER_ANNOUNCE here (multicast group or IP:PORT) to find registrars.
+    #[arg(long, value_name = "ADDR")]
+    announce: Option<SocketAddr>,
+    /// Seed of the random selection policies [default: random].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    #[command(flatten, next_help_heading = "Transport")]
+    transport: TransportArgs,
+}
+
+/// Text after the flag list of `rserpool pu --help`.
+pub const AFTER_HELP: &str = "\
+Each resolution prints one line to stdout: the selected PE \
+(`pe=0x... at IP:PORT policy=LU load=12.5% cached=no`) or \
+`resolution failed: REASON`.
+
+Exit status: 0 if every resolution succeeded, 1 if any failed, 2 if the \
+configuration is invalid or the endpoint cannot be bound.";
+
+struct Plan {
+    pool: PoolHandle,
+    config: PoolUserConfig,
+    count: u32,
+    interval: Duration,
+    seed: u64,
+    local: Vec<SocketAddr>,
+    transport: TransportArgs,
+    announce: Option<SocketAddr>,
+}
+
+fn plan(a: Args) -> Result<Plan, String> {
+    let pool = PoolHandle::try_from(a.pool.as_str())
+        .map_err(|e| format!("invalid pool handle `{}`: {e}", a.pool))?;
+    if a.registrar.is_empty() && a.announce.is_none() {
+        return Err("give at least one --registrar (or --announce to find registrars)".into());
+    }
+    if a.count == 0 {
+        return Err("--count must be at least 1".into());
+    }
+    let mut c = PoolUserConfig {
+        hunt: HuntConfig {
+            registrars: a.registrar.iter().map(|r| r.resolve(ASAP_PORT)).collect(),
+            ..HuntConfig::default()
+        },
+        handle_resolution_items: a.items,
+        ..PoolUserConfig::default()
+    };
+    if let Some(d) = a.cache {
+        c.stale_cache_value = d.0;
+    }
+    if let Some(d) = a.request_timeout {
+        c.t1_enrp_request = d.0;
+    }
+    if let Some(n) = a.retransmits {
+        c.max_request_retransmit = n;
+    }
+    if let Some(d) = a.server_hunt_timeout {
+        c.hunt.t5_server_hunt = d.0;
+        c.hunt.retran_max = c.hunt.retran_max.max(d.0);
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    a.transport.tunables()?;
+    Ok(Plan {
+        pool,
+        config: c,
+        count: a.count,
+        interval: a.interval.0,
+        seed: a.seed.unwrap_or_else(rand::random),
+        local: a
+            .local
+            .iter()
+            .map(|l| SocketAddr::new(l.ip, l.port.unwrap_or(0)))
+            .collect(),
+        transport: a.transport,
+        announce: a.announce,
+    })
+}
+
+/// Resolves `--count` times; see [`AFTER_HELP`].
+pub fn run(args: Args) -> ExitCode {
+    let plan = match plan(args) {
+        Ok(p) => p,
+        Err(e) => return config_error(e),
+    };
+    let kind = match plan.transport.backend() {
+        Ok(k) => k,
+        Err(e) => return config_error(e),
+    };
+    let rt = match tokio_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(resolve(plan, kind))
+}
+
+async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
+    let tunables = match plan.transport.tunables() {
+        Ok(t) => t,
+        Err(e) => return config_error(e),
+    };
+    // A pool user only connects out, so an ephemeral UDP port suits it and
+    // lets it share an IP with a registrar or PE.
+    let ec = EndpointConfig::client(plan.local.iter().copied()).with_transport(tunables);
+    let asap = match transport::bind(kind, ec, &plan.transport.udp(0)) {
+        Ok(t) => t,
+        Err(e) => return config_error(format!("cannot bind the ASAP endpoint: {e}")),
+    };
+    let announce = match plan.announce {
+        Some(at) => match AnnounceChannel::bind(at, Vec::new(), rserpool_wire::PPID_ASAP).await {
+            Ok(a) => Some(a),
+            Err(e) => return config_error(format!("cannot listen for announces on {at}: {e}")),
+        },
+        None => None,
+    };
+    tracing::debug!("pool user on {:?}", asap.local_addrs());
+    let rng = ChaCha8Rng::seed_from_u64(plan.seed);
+    let pu = match PoolUser::new(plan.config.clone(), rng, Instant::ZERO) {
+        Ok(pu) => pu,
+        Err(e) => return config_error(e),
+    };
+    let (mut node, mut events) = Node::spawn(pu, Endpoints { asap, enrp: None }, announce);
+    let mut all_ok = true;
+    for i in 0..plan.count {
+        if i > 0 {
+            tokio::time::sleep(plan.interval).await;
+        }
+        let pool = plan.pool.clone();
+        let Some(request) = node
+            .call(move |pu: &mut PoolUser, now| pu.resolve(now, pool))
+            .await
+        else {
+            break;
+        };
+        let line = match answer(&mut node, &mut events, request).await {
+            Ok(from_cache) => {
+                let pool = plan.pool.clone();
+                match node
+                    .call(move |pu: &mut PoolUser, _| pu.select(&pool))
+                    .await
+                    .flatten()
+                {
+                    Some(pe) => selected(&pe, from_cache),
+                    None => {
+                        all_ok = false;
+                        "resolution failed: no pool element to select".to_string()
+                    }
+                }
+            }
+            Err(reason) => {
+                all_ok = false;
+                format!("resolution failed: {reason}")
+            }
+        };
+        println!("{line}");
+    }
+    node.stop().await;
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Waits for the event answering `request`: whether it came from the cache,
+/// or why it failed. The machine's T1 sequence bounds the wait.
+async fn answer(
+    node: &mut Node<PoolUser>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<PoolUserEvent>,
+    request: RequestId,
+) -> Result<bool, String> {
+    loop {
+        let Some(e) = events.recv().await else {
+            return Err(format!("runtime stopped: {}", node.failed().await));
+        };
+        match e {
+            PoolUserEvent::Resolved {
+                request: r,
+                from_cache,
+                ..
+            } if r == request => return Ok(from_cache),
+            PoolUserEvent::ResolutionFailed {
+                request: r, reason, ..
+            } if r == request => return Err(failure_text(&reason)),
+            PoolUserEvent::PeerError { causes, .. } => {
+                tracing::warn!("registrar reported an error: {causes:?}")
+            }
+            other => tracing::debug!(event = ?other, "event"),
+        }
+    }
+}
+
+/// Why a resolution failed, for the `resolution failed: ...` line.
+fn failure_text(r: &ResolutionFailure) -> String {
+    match r {
+        ResolutionFailure::Timeout => "no answer from a registrar (timeout)".into(),
+        ResolutionFailure::NoRegistrar => "no registrar known".into(),
+        ResolutionFailure::NoPoolElements => "the pool has no pool elements".into(),
+        ResolutionFailure::Rejected(_) if r.is_unknown_pool() => "unknown pool handle".into(),
+        ResolutionFailure::Rejected(causes) => format!(
+            "refused by the registrar: {}",
+            causes
+                .iter()
+                .map(|c| format!("{:?}", c.code))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `pe=0x00000101 at 10.0.0.2:5000 policy=LU load=25.0% cached=no`.
+fn selected(pe: &rserpool_wire::PoolElement, from_cache: bool) -> String {
+    let at = match &pe.user_transport {
+        UserTransport::Address(t) => match t.addresses.first() {
+            Some(ip) => format!("{}", SocketAddr::new(*ip, t.port)),
+            None => format!("port {}", t.port),
+        },
+        UserTransport::Opaque(b) => format!("opaque transport ({} bytes)", b.len()),
+    };
+    format!(
+        "pe={} at {at} {} cached={}",
+        pe.id,
+        policy::describe(&pe.policy),
+        if from_cache { "yes" } else { "no" }
+    )
+}

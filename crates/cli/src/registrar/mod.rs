@@ -1,0 +1,196 @@
+//! `rserpool registrar`: a pool registrar (ENRP server) on real sockets.
+
+mod settings;
+pub use settings::ASAP_PORT;
+mod status;
+
+use crate::node::transport;
+use crate::node::{Node, config_error, shutdown_signal, tokio_runtime};
+use rserpool_core::Instant;
+use rserpool_core::registrar::{Registrar, RegistrarEvent};
+use rserpool_net::runtime::{AnnounceChannel, Endpoints};
+use rserpool_net::transport::select::BackendKind;
+use rserpool_net::transport::{EndpointConfig, Transport};
+use settings::{Plan, Settings, check_udp_layout};
+use std::process::ExitCode;
+use tracing::{info, warn};
+
+/// Flags of `rserpool registrar`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// Text after the flag list of `rserpool registrar --help`.
+pub const AFTER_HELP: &str = "\
+Events (registrations, removals, peers up and down, takeovers, takeover \
+suggestions sent, accepted and declined) are logged at info level to stderr \
+(RUST_LOG=debug for more). SIGINT or SIGTERM stops the registrar.
+
+Exit status: 0 after a signal, 1 if the transport failed, 2 if the \
+configuration is invalid or an endpoint cannot be bound.
+
+With SCTP over UDP every endpoint needs its own UDP port on its IP: run \
+the ASAP and ENRP endpoints on different IPs (--enrp-addr) or give ENRP \
+its own port (--enrp-udp-port), and give every node on one host its own \
+loopback IP (127.0.0.x).";
+
+/// Runs the registrar until a signal; see [`AFTER_HELP`].
+pub fn run(args: Args) -> ExitCode {
+    let plan = match args.settings.load().and_then(Settings::plan) {
+        Ok(p) => p,
+        Err(e) => return config_error(e),
+    };
+    let kind = match plan.transport.backend() {
+        Ok(k) => k,
+        Err(e) => return config_error(e),
+    };
+    if kind == BackendKind::Udp {
+        if let Err(e) = check_udp_layout(&plan) {
+            return config_error(e);
+        }
+    }
+    let rt = match tokio_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(serve(plan, kind))
+}
+
+async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
+    let cfg = &plan.config;
+    let bind = |addrs: &[std::net::SocketAddr], udp| {
+        let ec =
+            EndpointConfig::server(addrs.iter().copied()).with_transport(plan.tunables.clone());
+        transport::bind(kind, ec, udp).map_err(|e| format!("cannot bind {}: {e}", list(addrs)))
+    };
+    let asap = match bind(&cfg.asap_addresses, &plan.asap_udp) {
+        Ok(t) => t,
+        Err(e) => return config_error(e),
+    };
+    let enrp = match bind(&cfg.enrp_addresses, &plan.enrp_udp) {
+        Ok(t) => t,
+        Err(e) => return config_error(e),
+    };
+    let announce = match &plan.announce {
+        Some((listen, to)) => {
+            match AnnounceChannel::bind(*listen, to.clone(), rserpool_wire::PPID_ASAP).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    return config_error(format!("cannot open the announce channel {listen}: {e}"));
+                }
+            }
+        }
+        None => None,
+    };
+    let asap_at = list(&asap.local_addrs());
+    let enrp_at = list(&enrp.local_addrs());
+    let registrar = match Registrar::new(plan.config.clone(), plan.seed, Instant::ZERO) {
+        Ok(r) => r,
+        Err(e) => return config_error(e),
+    };
+    let id = registrar.id();
+    info!(
+        "registrar {id} serving ASAP on {asap_at} and ENRP on {enrp_at} over {kind}{}",
+        match &plan.announce {
+            Some((_, to)) => format!(", announcing to {}", list(to)),
+            None => String::new(),
+        }
+    );
+    let (mut node, mut events) = Node::spawn(
+        registrar,
+        Endpoints {
+            asap,
+            enrp: Some(enrp),
+        },
+        announce,
+    );
+    let mut status = plan.status_interval.map(|d| {
+        let mut i = tokio::time::interval(d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            Some(e) = events.recv() => log_event(&e),
+            _ = tick(status.as_mut()) => {
+                if let Some(line) = node.call(|r: &mut Registrar, _| status::line(r)).await {
+                    println!("{line}");
+                }
+            }
+            name = &mut signal => {
+                info!("registrar {id} stopping on {name}");
+                node.stop().await;
+                return ExitCode::SUCCESS;
+            }
+            reason = node.failed() => {
+                tracing::error!("registrar {id} stopped: {reason}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}
+
+async fn tick(i: Option<&mut tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn list(addrs: &[std::net::SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One log line per event; the ones about trouble at warn.
+fn log_event(e: &RegistrarEvent) {
+    use RegistrarEvent as E;
+    match e {
+        E::Ready => info!("ready: serving"),
+        E::PeerUp(id) => info!("peer {id} up"),
+        E::PeerDown(id) => warn!("peer {id} down"),
+        E::Registered {
+            pool,
+            pe,
+            new,
+            from,
+        } => match (new, from) {
+            (_, Some(old)) => info!("PE {pe} of pool {pool} registered here, taken from {old}"),
+            (true, None) => info!("PE {pe} of pool {pool} registered"),
+            (false, None) => info!("PE {pe} of pool {pool} re-registered"),
+        },
+        E::RegistrationRejected { pool, pe, cause } => {
+            warn!("PE {pe} of pool {pool} rejected (cause {cause:#06x})")
+        }
+        E::Removed { pool, pe, reason } => info!("PE {pe} of pool {pool} removed: {reason:?}"),
+        E::OwnershipLost { pool, pe, to } => info!("PE {pe} of pool {pool} now homed at {to}"),
+        E::TakeoverStarted(t) => warn!("takeover of failed peer {t} started"),
+        E::TakeoverCompleted { target, pes } => {
+            info!("takeover of {target} completed: {pes} PEs claimed")
+        }
+        E::TakeoverAbandoned(t) => info!("takeover of {t} abandoned"),
+        E::SuggestionSent { pool, pe, to } => {
+            info!("takeover suggestion sent: PE {pe} of pool {pool} to {to}")
+        }
+        E::SuggestionAccepted { pool, pe, from } => {
+            info!("takeover suggestion accepted: PE {pe} of pool {pool} from {from}")
+        }
+        E::SuggestionDeclined {
+            pool,
+            pe,
+            from,
+            reason,
+        } => info!("takeover suggestion declined: PE {pe} of pool {pool} from {from}: {reason:?}"),
+        E::ResyncStarted(p) => info!("resynchronising with peer {p} (checksum mismatch)"),
+        E::BadMessage { assoc, error } => warn!("bad message on {assoc:?}: {error}"),
+    }
+}

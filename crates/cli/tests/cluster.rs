@@ -1,0 +1,322 @@
+//! The daemons as separate processes on loopback over SCTP over UDP: two
+//! registrars peered over ENRP, three pool elements and pool users.
+//!
+//! Every node has its own 127.x.y.z address (all use UDP port 9899, RFC
+//! 6951). Timers are shortened by flags so that failures are detected in
+//! about a second. Every child is killed when the test ends, pass or fail;
+//! RSERPOOL_TEST_LOGS=1 prints every node's log even when it passes.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rserpool");
+
+/// Keep-alive interval and timeout of the registrars (ms).
+const KEEP_ALIVE_MS: u64 = 500;
+
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// A child process whose output is collected line by line.
+struct Proc {
+    name: String,
+    child: Child,
+    stdout: Lines,
+    stderr: Lines,
+}
+
+fn collect(r: impl Read + Send + 'static) -> Lines {
+    let lines: Lines = Arc::default();
+    let l = lines.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Proc {
+    fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The last status line (registrars).
+    fn status(&self) -> String {
+        self.stdout()
+            .into_iter()
+            .rev()
+            .find(|l| l.starts_with("status "))
+            .unwrap_or_default()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child this test owns.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill {} failed", self.name);
+    }
+
+    /// Waits for the process to exit; its exit code.
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not exit within {within:?}", self.name);
+    }
+}
+
+/// Owns every child; kills them all when dropped, and on failure prints
+/// what each said.
+#[derive(Default)]
+struct Cluster {
+    procs: Vec<Proc>,
+}
+
+impl Cluster {
+    fn spawn(&mut self, name: &str, args: &[String]) -> usize {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rserpool");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            stdout,
+            stderr,
+        });
+        self.procs.len() - 1
+    }
+
+    /// Polls `cond` every 50 ms for at most `within`; the time it took.
+    fn wait_until(&self, within: Duration, what: &str, cond: impl Fn(&Self) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            if cond(self) {
+                return start.elapsed();
+            }
+            if start.elapsed() > within {
+                panic!("timed out after {within:?} waiting until {what}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        // On failure, or on request (RSERPOOL_TEST_LOGS=1), show what every node said.
+        if thread::panicking() || std::env::var_os("RSERPOOL_TEST_LOGS").is_some() {
+            for p in &self.procs {
+                eprintln!("----- {} stdout (last 5) -----", p.name);
+                for l in p.stdout().iter().rev().take(5).rev() {
+                    eprintln!("{l}");
+                }
+                eprintln!("----- {} stderr -----", p.name);
+                for l in p.stderr() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+/// Runs `rserpool pu`; its exit code and the PE ids it printed.
+fn resolve(registrar: &str, count: u32) -> (i32, Vec<String>, Vec<String>) {
+    let out = Command::new(BIN)
+        .args(args(&format!(
+            "pu --transport udp --pool echo --registrar {registrar} --count {count} --interval 0 \
+             --request-timeout 1s --retransmits 1 --server-hunt-timeout 1s"
+        )))
+        .output()
+        .expect("run pu");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    let ids = lines
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix("pe=")?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    (out.status.code().unwrap_or(-1), ids, lines)
+}
+
+fn distinct(ids: &[String]) -> BTreeSet<&str> {
+    ids.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn two_registrars_three_pes_failover() {
+    let started = Instant::now();
+    // A /24 of loopback of its own, so that concurrent runs do not collide.
+    let pid = std::process::id();
+    let net = format!("127.{}.{}", 100 + pid % 100, (pid / 100) % 250);
+    let ip = |host: u8| format!("{net}.{host}");
+    let r1 = ip(1);
+    let r2 = ip(3);
+    let fast_sctp = "--transport udp --sctp-heartbeat-interval 200ms --sctp-dead-peer-timeout 1s \
+                     --sctp-handshake-timeout 1s";
+    let registrar = |id: u32, asap: &str, enrp: &str, peer: &str| {
+        args(&format!(
+            "registrar {fast_sctp} --id {id} --addr {asap} --enrp-addr {enrp} --peer {peer} \
+             --status-interval 200ms --keep-alive-interval {KEEP_ALIVE_MS}ms \
+             --keep-alive-timeout {KEEP_ALIVE_MS}ms --peer-heartbeat-cycle 500ms \
+             --max-time-last-heard 1s --max-time-no-response 500ms \
+             --mentor-discovery-timeout 1s --balance off"
+        ))
+    };
+    let mut c = Cluster::default();
+    let reg1 = c.spawn("registrar 1", &registrar(1, &r1, &ip(2), &ip(4)));
+    let reg2 = c.spawn("registrar 2", &registrar(2, &r2, &ip(4), &ip(2)));
+    c.wait_until(
+        Duration::from_secs(5),
+        "both registrars are ready and see each other",
+        |c| {
+            [reg1, reg2].iter().all(|&r| {
+                let s = c.procs[r].status();
+                s.contains("ready=yes") && s.contains("peers=1")
+            })
+        },
+    );
+
+    let pe = |id: u32, host: u8, first: &str, second: &str| {
+        args(&format!(
+            "pe {fast_sctp} --pool echo --id {id:#x} --local {} --user-port 5000 --policy rr \
+             --registrar {first} --registrar {second} --registration-life 10s \
+             --server-hunt-timeout 1s",
+            ip(host)
+        ))
+    };
+    let pe1 = c.spawn("pe 0x101", &pe(0x101, 11, &r1, &r2));
+    let pe2 = c.spawn("pe 0x102", &pe(0x102, 12, &r1, &r2));
+    let pe3 = c.spawn("pe 0x103", &pe(0x103, 13, &r2, &r1));
+
+    // Each registrar holds all three: its own two or one, and the rest by ENRP.
+    c.wait_until(Duration::from_secs(5), "both registrars list 3 PEs", |c| {
+        [reg1, reg2]
+            .iter()
+            .all(|&r| c.procs[r].status().contains(" pes=3 "))
+    });
+    assert!(
+        c.procs[reg1]
+            .status()
+            .contains("owned=0x00000001:2,0x00000002:1"),
+        "{}",
+        c.procs[reg1].status()
+    );
+    assert!(
+        c.procs[reg2]
+            .status()
+            .contains("owned=0x00000001:2,0x00000002:1"),
+        "{}",
+        c.procs[reg2].status()
+    );
+
+    // Round robin over the pool from either registrar reaches every PE.
+    for r in [&r1, &r2] {
+        let (code, ids, lines) = resolve(r, 6);
+        assert_eq!(code, 0, "{lines:?}");
+        assert_eq!(
+            distinct(&ids),
+            BTreeSet::from(["0x00000101", "0x00000102", "0x00000103"]),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains(" at 127.") && l.contains(":5000 policy=RR")),
+            "{lines:?}"
+        );
+    }
+
+    // A PE that dies without deregistering leaves the resolutions once its
+    // home's keep-alive goes unanswered (interval ±50 %, then the timeout),
+    // and the home tells the other registrar.
+    c.procs[pe3].child.kill().unwrap();
+    let bound =
+        Duration::from_millis(KEEP_ALIVE_MS * 3 / 2 + KEEP_ALIVE_MS) + Duration::from_secs(3);
+    let gone = c.wait_until(bound, "PE 0x103 is no longer resolved", |_| {
+        let (code, ids, _) = resolve(&r1, 3);
+        code == 0 && distinct(&ids) == BTreeSet::from(["0x00000101", "0x00000102"])
+    });
+    eprintln!("killed PE left the resolutions after {gone:?} (bound {bound:?})");
+    c.wait_until(Duration::from_secs(2), "both registrars list 2 PEs", |c| {
+        [reg1, reg2]
+            .iter()
+            .all(|&r| c.procs[r].status().contains(" pes=2 "))
+    });
+
+    // Killing registrar 1 moves its PEs to registrar 2 (they re-register
+    // after losing their home, or registrar 2 takes them over).
+    c.procs[reg1].child.kill().unwrap();
+    let moved = c.wait_until(Duration::from_secs(10), "registrar 2 owns both PEs", |c| {
+        let s = c.procs[reg2].status();
+        s.contains(" pes=2 ") && s.contains("owned=0x00000002:2 ")
+    });
+    eprintln!("PEs of the killed registrar re-homed after {moved:?}");
+    for p in [pe1, pe2] {
+        let err = c.procs[p].stderr().join("\n");
+        assert!(
+            err.matches("registered").count() >= 2 || err.contains("home changed"),
+            "{} did not re-register:\n{err}",
+            c.procs[p].name
+        );
+    }
+    let (code, ids, lines) = resolve(&r2, 4);
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(
+        distinct(&ids),
+        BTreeSet::from(["0x00000101", "0x00000102"]),
+        "{lines:?}"
+    );
+
+    // SIGTERM: the PE deregisters before it exits, the registrar stops cleanly.
+    c.procs[pe1].signal(libc::SIGTERM);
+    assert_eq!(c.procs[pe1].wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(
+        c.procs[pe1]
+            .stderr()
+            .iter()
+            .any(|l| l.ends_with("deregistered"))
+    );
+    c.wait_until(Duration::from_secs(2), "registrar 2 lists 1 PE", |c| {
+        c.procs[reg2].status().contains(" pes=1 ")
+    });
+    c.procs[reg2].signal(libc::SIGINT);
+    assert_eq!(c.procs[reg2].wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(
+        c.procs[reg2]
+            .stderr()
+            .iter()
+            .any(|l| l.contains("stopping on SIGINT"))
+    );
+
+    eprintln!("cluster test took {:?}", started.elapsed());
+}
