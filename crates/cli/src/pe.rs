@@ -27,7 +27,7 @@ pub struct Args {
     /// Pool handle to join.
     #[arg(long, value_name = "NAME")]
     pool: String,
-    /// A registrar's ASAP endpoint (IP[:PORT], comma-separated for a
+    /// A registrar's ASAP endpoint (IP or IP:PORT, comma-separated for a
     /// multi-homed one; port default 3863); repeatable, tried in order.
     #[arg(long = "registrar", value_name = "ADDR")]
     registrar: Vec<EndpointSpec>,
@@ -40,7 +40,7 @@ pub struct Args {
     /// Address where pool users reach this PE; repeatable [default: the --local IPs].
     #[arg(long, value_name = "IP")]
     user_addr: Vec<IpAddr>,
-    /// Local IP[:PORT] of the ASAP endpoint; repeatable [default: 0.0.0.0, any port].
+    /// Local IP or IP:PORT of the ASAP endpoint; repeatable [default: 0.0.0.0, any port].
     #[arg(long, value_name = "ADDR")]
     local: Vec<LocalAddr>,
     /// PE identifier, hex or decimal [default: random].

@@ -25,7 +25,7 @@ pub struct Args {
     /// Pool handle to resolve.
     #[arg(long, value_name = "NAME")]
     pool: String,
-    /// A registrar's ASAP endpoint (IP[:PORT], comma-separated for a
+    /// A registrar's ASAP endpoint (IP or IP:PORT, comma-separated for a
     /// multi-homed one; port default 3863); repeatable.
     #[arg(long = "registrar", value_name = "ADDR")]
     registrar: Vec<EndpointSpec>,
@@ -51,7 +51,7 @@ pub struct Args {
     /// T5: wait for an association to a registrar [default: 10s].
     #[arg(long, value_name = "DUR")]
     server_hunt_timeout: Option<Millis>,
-    /// Local IP[:PORT] of the ASAP endpoint; repeatable [default: any].
+    /// Local IP or IP:PORT of the ASAP endpoint; repeatable [default: any].
     #[arg(long, value_name = "ADDR")]
     local: Vec<LocalAddr>,
     /// Listen for ASAP_SERVER_ANNOUNCE here (multicast group or IP:PORT) to find registrars.

@@ -143,7 +143,7 @@ pub struct Settings {
     /// peers [default: the --udp-port]. Lets ASAP and ENRP share one IP.
     #[arg(long, value_name = "PORT")]
     pub enrp_udp_port: Option<u16>,
-    /// A peer registrar's ENRP endpoint (IP[:PORT], comma-separated for a
+    /// A peer registrar's ENRP endpoint (IP or IP:PORT, comma-separated for a
     /// multi-homed peer; port default 9901); repeatable.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peer: Vec<EndpointSpec>,
