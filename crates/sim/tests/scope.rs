@@ -75,6 +75,7 @@ fn registration_reaches_every_registrar() {
         }
         assert_eq!(s.live_pe_ids().len(), 20, "seed {seed}: all PEs registered");
         assert!(s.all_registrars_hold(&s.live_pe_ids()), "seed {seed}");
+        println!("propagation seed {seed}: slowest {worst:?}");
         assert!(
             worst <= 10 * MS,
             "seed {seed}: slowest propagation {worst:?}"
