@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the seed corpus in seeds/{asap,enrp}/ from
-#  - the hex test vectors of shared/spec/WIRE.md §11 (rows named ASAP_* / ENRP_*), and
+#  - the hex test vectors of shared/spec/WIRE.md §11 (rows named ASAP_* / ENRP_*),
+#  - a few messages composed from them (below),
+#  - one dense message that stresses the allocation budget, and
 #  - the SCTP DATA payloads with PPID 11 (ASAP) / 12 (ENRP) of the real capture
 #    shared/data/rsplib-demo-2007.pcap (pre-RFC type codes: good error-path seeds),
 #    if tshark is installed.
@@ -29,6 +31,33 @@ done < <(awk '/^## 11\./{on=1; next} /^## /{on=0} on' "$wire_md" |
     sed -n 's/^| *\(ASAP\|ENRP\)_[^|]*| *`\([0-9a-f]*\)` *|.*/\1\t\2/p' |
     tr 'A-Z' 'a-z')
 echo "WIRE.md §11: $n vectors"
+
+# Composed from the §11 Pool Element and Server Information with this crate's
+# encoder (and checked to decode back): ASAP_REGISTRATION, ASAP_BUSINESS_CARD,
+# a positive ASAP_HANDLE_RESOLUTION_RESPONSE, a rejected
+# ASAP_REGISTRATION_RESPONSE, an ENRP_HANDLE_TABLE_RESPONSE page and an
+# ENRP_LIST_RESPONSE. Mutation alone rarely assembles a whole valid Pool
+# Element inside these (10 minutes did not reach the first two).
+n=0
+while IFS=$'\t' read -r proto hex; do
+    write_seed "$proto" "$hex"
+    n=$((n + 1))
+done <<'COMPOSED'
+asap	010000400009000c4563686f506f6f6c000a00305566778800000000000075300004001813880001000100080a000001000100080a0000020008000800000001
+asap	0d0000900009000c4563686f506f6f6c0008000c4000000180000000000a004411223344aabbccdd000075300004001813880001000100080a000001000100080a0000020008000c4000000180000000000400109c400000000100080a000001000a00305566778800000000000075300004001813880001000100080a000001000100080a0000020008000800000001
+asap	060100900009000c4563686f506f6f6c0008000c4000000180000000000a004411223344aabbccdd000075300004001813880001000100080a000001000100080a0000020008000c4000000180000000000400109c400000000100080a000001000a00305566778800000000000075300004001813880001000100080a000001000100080a0000020008000800000001
+asap	030100280009000c4563686f506f6f6c000e000811223344000c00100005000c0008000800000001
+enrp	030200c801020304050607080009000c4563686f506f6f6c000a004411223344aabbccdd000075300004001813880001000100080a000001000100080a0000020008000c4000000180000000000400109c400000000100080a000001000a00305566778800000000000075300004001813880001000100080a000001000100080a0000020008000800000001000900094f74686572000000000a00305566778800000000000075300004001813880001000100080a000001000100080a0000020008000800000001
+enrp	0600003c0102030405060708000b0018010203040004001026ad0000000100080a000009000b0018010203040004001026ad0000000100080a000009
+COMPOSED
+echo "composed: $n messages"
+
+# The most heap per wire byte found so far (docs/FUZZING.md, allocation
+# budget): an ENRP_HANDLE_TABLE_RESPONSE of 83 pools, each one minimal PE with
+# an empty Opaque Transport; 3000 bytes that decode to about 18.5 times as much heap.
+entry=0009000561000000000a001c11223344aabbccdd00007530001000040008000800000001
+write_seed enrp "03000bb80102030405060708$(for _ in $(seq 83); do printf %s "$entry"; done)"
+echo "dense: 1 message"
 
 if command -v tshark >/dev/null && [ -f "$pcap" ]; then
     n=0
