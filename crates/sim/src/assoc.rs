@@ -91,12 +91,21 @@ impl Assoc {
     }
 }
 
-/// Every association in the world, by serial (never reused), and every live
-/// end by its `AssocId` (ids are unique world-wide).
+/// The key of the association between two nodes, the same from both sides.
+pub(crate) fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+/// Every association in the world, by serial (never reused); every live
+/// end by its `AssocId` (ids are unique world-wide); and the current
+/// association of each pair of nodes: like SCTP endpoints, two nodes have at
+/// most one association that new sends use (an older one may still be
+/// finishing its shutdown).
 #[derive(Debug, Default)]
 pub(crate) struct Associations {
     pub(crate) map: BTreeMap<u64, Assoc>,
     pub(crate) by_id: FxHashMap<AssocId, u64>,
+    pub(crate) pairs: FxHashMap<(NodeId, NodeId), u64>,
     next_serial: u64,
     next_id: u64,
 }
@@ -114,6 +123,10 @@ impl Associations {
                 self.by_id.insert(end.id, self.next_serial);
             }
         }
+        self.pairs.insert(
+            pair(assoc.ends[0].node, assoc.ends[1].node),
+            self.next_serial,
+        );
         self.map.insert(self.next_serial, assoc);
         self.next_serial
     }

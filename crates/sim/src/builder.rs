@@ -154,7 +154,6 @@ impl<M: Machine + 'static> WorldBuilder<M> {
                     host_up: false,
                     timer: None,
                     timer_gen: 0,
-                    peers: Default::default(),
                     assocs: Default::default(),
                     unresolved: Default::default(),
                     zombies: Vec::new(),

@@ -159,8 +159,6 @@ pub(crate) struct Node<M> {
     /// The deadline the queue holds a timer event for, and that event's generation.
     pub(crate) timer: Option<Instant>,
     pub(crate) timer_gen: u64,
-    /// The association to each peer that `Destination::Addresses` sends use.
-    pub(crate) peers: BTreeMap<NodeId, u64>,
     /// Every association with a live end here (serials), for crash handling.
     pub(crate) assocs: BTreeSet<u64>,
     /// Opens to addresses no node has: the id handed out, failing at the timeout.

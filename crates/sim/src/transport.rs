@@ -2,7 +2,7 @@
 //! cost a round trip, reliable ordered lanes, graceful and aborting closes,
 //! failure detection on broken paths; and the unreliable announce channel.
 
-use crate::assoc::{Assoc, End, EndState, InFlight, Item, Lane, Phase};
+use crate::assoc::{Assoc, End, EndState, InFlight, Item, Lane, Phase, pair};
 use crate::network::Network;
 use crate::node::{Node, NodeId};
 use crate::trace::Happening;
@@ -58,19 +58,33 @@ impl<M: Machine + 'static> World<M> {
         if target == id {
             return self.refuse(id, "send to its own addresses", None);
         }
-        let serial = match self.nodes[id.index()].peers.get(&target) {
-            Some(&serial) => serial,
+        let current = self.assocs.pairs.get(&pair(id, target)).copied();
+        let serial = match current {
+            Some(serial) => {
+                let a = &self.assocs.map[&serial];
+                let side = a.side_of(id);
+                match (a.ends[side].state, a.phase) {
+                    // Up, or in the handshake (either side's open): use it.
+                    (EndState::Pending | EndState::Up, _) => serial,
+                    // The responder restarted during the handshake.
+                    (EndState::Closed, Phase::Opening { .. }) => {
+                        self.rebind(serial, side);
+                        serial
+                    }
+                    _ => {
+                        self.supersede(serial, side);
+                        self.open(id, target)
+                    }
+                }
+            }
             None => self.open(id, target),
         };
         let a = self
             .assocs
             .map
             .get_mut(&serial)
-            .expect("peers map only live associations");
+            .expect("just found or opened");
         let side = a.side_of(id);
-        if a.lanes[side].shut {
-            return self.refuse(id, "send on a closing association", None);
-        }
         if a.ends[side].state == EndState::Pending {
             a.ends[side].opened = true;
         }
@@ -145,11 +159,9 @@ impl<M: Machine + 'static> World<M> {
             phase: Phase::Opening { started: now },
             broken_since: None,
         });
-        let node = &mut self.nodes[id.index()];
-        node.peers.insert(target, serial);
-        node.assocs.insert(serial);
+        self.nodes[id.index()].assocs.insert(serial);
         if target_running {
-            self.bind_responder(serial, target, id);
+            self.nodes[target.index()].assocs.insert(serial);
         }
         self.stats.associations_opened += 1;
         let t = &self.config.transport;
@@ -165,12 +177,37 @@ impl<M: Machine + 'static> World<M> {
         serial
     }
 
-    /// Makes the responder end of `serial` known at `target`, so an INIT
-    /// collision (both sides sending first) yields one association.
-    fn bind_responder(&mut self, serial: u64, target: NodeId, opener: NodeId) {
-        let node = &mut self.nodes[target.index()];
+    /// Gives the dead responder end of an association in its handshake to
+    /// the process now running on its node.
+    fn rebind(&mut self, serial: u64, side: usize) {
+        let end = &mut self
+            .assocs
+            .map
+            .get_mut(&serial)
+            .expect("caller checked")
+            .ends[side];
+        let node = &mut self.nodes[end.node.index()];
+        end.incarnation = node.incarnation;
+        end.state = EndState::Pending;
+        self.assocs.by_id.insert(end.id, serial);
         node.assocs.insert(serial);
-        node.peers.entry(opener).or_insert(serial);
+    }
+
+    /// A node whose end of the pair's current association is closing or gone
+    /// opens a new one. A closing association finishes on its own; one the
+    /// peer still has up (this node crashed, or aborted while cut off) is
+    /// reset when the new INIT reaches the peer, as SCTP does when a peer
+    /// restarts.
+    fn supersede(&mut self, serial: u64, side: usize) {
+        let a = &self.assocs.map[&serial];
+        let (me, peer) = (a.ends[side].node, a.ends[1 - side].node);
+        let stale = a.ends[side].state == EndState::Closed
+            && matches!(a.ends[1 - side].state, EndState::Pending | EndState::Up);
+        if stale && reachable(&self.nodes, &self.net, me, peer) {
+            let d = self.net.one_way(&mut self.rng, me, peer);
+            self.detach_and_schedule_down(serial, 1 - side, self.now + d, DownReason::Aborted);
+            self.remove_if_done(serial);
+        }
     }
 
     pub(crate) fn handshake(&mut self, serial: u64) {
@@ -189,10 +226,7 @@ impl<M: Machine + 'static> World<M> {
                 return self.fail_handshake(serial);
             }
             if !a.ends[1].live() {
-                a.ends[1].incarnation = t.incarnation;
-                a.ends[1].state = EndState::Pending;
-                self.assocs.by_id.insert(a.ends[1].id, serial);
-                self.bind_responder(serial, target, opener);
+                self.rebind(serial, 1);
             }
             self.establish(serial);
         } else if now >= started + self.config.transport.handshake_timeout {
@@ -295,19 +329,13 @@ impl<M: Machine + 'static> World<M> {
     /// Removes the end on `side` from every lookup; the association stays
     /// for the other end. Returns the end's address for a `Down`.
     pub(crate) fn detach(&mut self, serial: u64, side: usize) -> Option<(NodeId, u32, AssocId)> {
-        let a = self.assocs.map.get_mut(&serial)?;
-        let other = a.ends[1 - side].node;
-        let end = &mut a.ends[side];
+        let end = &mut self.assocs.map.get_mut(&serial)?.ends[side];
         if !end.live() {
             return None;
         }
         end.state = EndState::Closed;
         self.assocs.by_id.remove(&end.id);
-        let node = &mut self.nodes[end.node.index()];
-        node.assocs.remove(&serial);
-        if node.peers.get(&other) == Some(&serial) {
-            node.peers.remove(&other);
-        }
+        self.nodes[end.node.index()].assocs.remove(&serial);
         Some((end.node, end.incarnation, end.id))
     }
 
@@ -341,6 +369,10 @@ impl<M: Machine + 'static> World<M> {
             return;
         }
         let a = self.assocs.map.remove(&serial).expect("just looked up");
+        let key = pair(a.ends[0].node, a.ends[1].node);
+        if self.assocs.pairs.get(&key) == Some(&serial) {
+            self.assocs.pairs.remove(&key);
+        }
         self.stats.dropped += a.lanes.iter().map(data_items).sum::<u64>();
     }
 
@@ -477,11 +509,6 @@ impl<M: Machine + 'static> World<M> {
         }
         if end.state == EndState::Up {
             end.state = EndState::Closing;
-            let peer = a.ends[1 - side].node;
-            let node = &mut self.nodes[id.index()];
-            if node.peers.get(&peer) == Some(&serial) {
-                node.peers.remove(&peer);
-            }
             self.enqueue(serial, side, Item::Shutdown);
         }
     }
