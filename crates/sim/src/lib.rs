@@ -19,6 +19,36 @@
 //! Everything random comes from the world seed: the same seed gives the same
 //! run, event for event. Machines get seeds of their own derived from it
 //! ([`machine_seed`]).
+//!
+//! [`World`] is generic over the machine; [`Role`] puts the three RSerPool
+//! roles into one type, and [`ScenarioBuilder`] lays out registrars, pool
+//! elements and pool users with their configurations:
+//!
+//! ```
+//! use rserpool_core::Instant;
+//! use rserpool_sim::{CrashMode, ScenarioBuilder, Workload};
+//! use rserpool_wire::PoolHandle;
+//! use std::time::Duration;
+//!
+//! let pool = PoolHandle::try_from("EchoPool").unwrap();
+//! let mut b = ScenarioBuilder::new(42);
+//! b.registrars(3, |pr| pr.config.keep_alive_interval = Duration::from_secs(2));
+//! b.pool_elements(20, &pool, |_| {});
+//! let workload = Workload {
+//!     pool_handle: pool.clone(),
+//!     interval: Duration::from_secs(1),
+//!     first: Duration::from_secs(5),
+//! };
+//! b.pool_users(2, Some(workload), |_| {});
+//! let mut s = b.build();
+//! s.world.run_until(Instant::from_epoch(Duration::from_secs(30)));
+//! assert_eq!(s.registered(), 20);
+//! s.world.crash(s.registrars[0], CrashMode::Host);
+//! s.world.run_for(Duration::from_secs(90));
+//! assert_eq!(s.registered(), 20);
+//! let owned: usize = s.ownership().iter().map(|(_, _, owned, _)| owned).sum();
+//! assert_eq!(owned, 20, "the survivors own every PE once");
+//! ```
 
 mod assoc;
 mod builder;
