@@ -7,13 +7,17 @@
 //! latency percentiles and CPU time per round trip (both endpoints, user +
 //! system, from `getrusage`).
 //!
+//! By default both endpoints share one tokio runtime with 2 workers
+//! (`--threads T` sets the count); `--threads 0` gives each endpoint its own
+//! single-threaded runtime in its own OS thread, as two processes would.
+//!
 //! `cargo bench -p rserpool-net --bench udp_rtt -- [--assocs N] [--rounds R]
 //! [--size S] [--depth D] [--threads T]`
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rserpool_net::transport::udp::{UdpConfig, UdpTransport};
+use rserpool_net::transport::udp::{UdpConfig, UdpStats, UdpTransport};
 use rserpool_net::transport::{EndpointConfig, Event, Ppid, Transport, TransportConfig};
 
 struct Args {
@@ -21,6 +25,8 @@ struct Args {
     rounds: usize,
     size: usize,
     depth: usize,
+    /// 0: each endpoint on its own single-threaded runtime in its own OS
+    /// thread, like two processes; n > 0: both on one n-worker runtime.
     threads: usize,
 }
 
@@ -63,58 +69,113 @@ fn cpu_time() -> Duration {
 
 fn main() {
     let a = args();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.threads)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run(a));
+    if a.threads == 0 {
+        // The server side (its driver and the echo loop) lives in its own
+        // thread and runtime, as it would in another process.
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let server = bind_server();
+                addr_tx
+                    .send((server.local_addrs(), server.local_udp_addrs()[0].port()))
+                    .expect("main thread alive");
+                echo(server, stop_rx).await
+            })
+        });
+        let (addrs, udp_port) = addr_rx.recv().expect("server started");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let cstats = rt.block_on(run_client(&a, addrs, udp_port));
+        let _ = stop_tx.send(());
+        let sstats = server.join().expect("server thread");
+        print_datagrams(&a, cstats, sstats);
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.threads)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let server = bind_server();
+            let (addrs, udp_port) = (server.local_addrs(), server.local_udp_addrs()[0].port());
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let echo = tokio::spawn(echo(server, stop_rx));
+            let cstats = run_client(&a, addrs, udp_port).await;
+            let _ = stop_tx.send(());
+            let sstats = echo.await.expect("echo task");
+            print_datagrams(&a, cstats, sstats);
+        });
+    }
 }
 
-async fn run(a: Args) {
-    let t = TransportConfig::default();
-    let mut server = UdpTransport::bind(
-        EndpointConfig::server(["127.0.0.1:0".parse().unwrap()]).with_transport(t.clone()),
+fn bind_server() -> UdpTransport {
+    UdpTransport::bind(
+        EndpointConfig::server(["127.0.0.1:0".parse().unwrap()])
+            .with_transport(TransportConfig::default()),
         UdpConfig {
             udp_port: 0,
             ..UdpConfig::default()
         },
     )
-    .expect("bind server");
+    .expect("bind server")
+}
+
+async fn echo(
+    mut server: UdpTransport,
+    mut stop_rx: tokio::sync::oneshot::Receiver<()>,
+) -> UdpStats {
+    loop {
+        let ev = tokio::select! {
+            ev = server.next_event() => ev,
+            _ = &mut stop_rx => break,
+        };
+        match ev {
+            Ok(Event::Message(m)) => {
+                if server
+                    .send(m.assoc, m.stream, m.ppid, false, m.data)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    server.stats()
+}
+
+fn print_datagrams(a: &Args, cstats: UdpStats, sstats: UdpStats) {
+    let total = (a.assocs * a.rounds) as f64;
+    println!(
+        "| datagrams sent client / server | {} / {} |",
+        cstats.datagrams_out, sstats.datagrams_out
+    );
+    println!(
+        "| datagrams per round trip | {:.2} |",
+        (cstats.datagrams_out + sstats.datagrams_out) as f64 / total
+    );
+}
+
+async fn run_client(a: &Args, addrs: Vec<std::net::SocketAddr>, udp_port: u16) -> UdpStats {
+    let t = TransportConfig::default();
     let mut client = UdpTransport::bind(
         EndpointConfig::client(["127.0.0.1:0".parse().unwrap()]).with_transport(t),
         UdpConfig {
             udp_port: 0,
-            remote_udp_port: server.local_udp_addrs()[0].port(),
+            remote_udp_port: udp_port,
             ..UdpConfig::default()
         },
     )
     .expect("bind client");
-    let addrs = server.local_addrs();
-
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let echo = tokio::spawn(async move {
-        loop {
-            let ev = tokio::select! {
-                ev = server.next_event() => ev,
-                _ = &mut stop_rx => break,
-            };
-            match ev {
-                Ok(Event::Message(m)) => {
-                    if server
-                        .send(m.assoc, m.stream, m.ppid, false, m.data)
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        server.stats()
-    });
 
     let mut ids = Vec::new();
     for _ in 0..a.assocs {
@@ -176,8 +237,6 @@ async fn run(a: Args) {
     let cpu = cpu_time() - cpu0;
     let cstats = client.stats();
     drop(client);
-    let _ = stop_tx.send(());
-    let sstats = echo.await.expect("echo task");
 
     rtts.sort_unstable();
     let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
@@ -185,8 +244,16 @@ async fn run(a: Args) {
     let cpu_per_rt = cpu.as_secs_f64() * 1e6 / total as f64;
     println!("Transport benchmark: userland SCTP over UDP, loopback, one process");
     println!(
-        "associations {}  round trips/assoc {}  message {} B  in flight/assoc {}  runtime threads {}",
-        a.assocs, a.rounds, a.size, a.depth, a.threads
+        "associations {}  round trips/assoc {}  message {} B  in flight/assoc {}  runtime: {}",
+        a.assocs,
+        a.rounds,
+        a.size,
+        a.depth,
+        if a.threads == 0 {
+            "one single-threaded runtime per endpoint, each in its own thread".to_string()
+        } else {
+            format!("both endpoints on one runtime with {} workers", a.threads)
+        }
     );
     println!("| metric | value |");
     println!("|---|---|");
@@ -205,12 +272,5 @@ async fn run(a: Args) {
         cpu_per_rt,
         cpu_per_rt / 2.0
     );
-    println!(
-        "| datagrams sent client / server | {} / {} |",
-        cstats.datagrams_out, sstats.datagrams_out
-    );
-    println!(
-        "| datagrams per round trip | {:.2} |",
-        (cstats.datagrams_out + sstats.datagrams_out) as f64 / total as f64
-    );
+    cstats
 }
