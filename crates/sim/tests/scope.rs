@@ -228,7 +228,10 @@ fn unreachable_registrar_is_taken_over() {
                 }
                 panic!("seed {seed}: takeover did not complete")
             });
-        println!("cut-off registrar seed {seed}: taken over after {:?}", done.saturating_since(cut));
+        println!(
+            "cut-off registrar seed {seed}: taken over after {:?}",
+            done.saturating_since(cut)
+        );
         assert!(
             done.saturating_since(cut) <= 68 * S,
             "seed {seed}: {:?}",
@@ -280,7 +283,9 @@ fn partition_heals_and_handlespaces_converge() {
             })
             .unwrap_or_else(|| panic!("seed {seed}: no convergence after heal"));
         let took = converged.saturating_since(healed);
-        println!("partition seed {seed}: converged {took:?} after the heal (PEs known before: {before:?})");
+        println!(
+            "partition seed {seed}: converged {took:?} after the heal (PEs known before: {before:?})"
+        );
         assert!(took <= 7 * S, "seed {seed}: convergence took {took:?}");
     }
 }
