@@ -114,19 +114,4 @@ fn world_table() {
     run(5, 100, 600, true);
     run(5, 1000, 600, false);
     run(5, 1000, 600, true);
-    println!();
-    println!(
-        "{:>10} {:>6} {:>5} {:>8} {:>12} {:>12} {:>10} {:>9} {:>12}",
-        "registrars",
-        "PEs",
-        "PUs",
-        "virt s",
-        "events",
-        "messages",
-        "registered",
-        "wall s",
-        "events/s"
-    );
-    roles(5, 100, 10, 600);
-    roles(5, 1000, 10, 600);
 }
