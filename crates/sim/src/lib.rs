@@ -50,6 +50,7 @@
 //! assert_eq!(owned, 20, "the survivors own every PE once");
 //! ```
 
+mod announce;
 mod assoc;
 mod builder;
 mod config;
