@@ -389,3 +389,42 @@ async fn spoofed_packets_with_wrong_tag_do_not_touch_the_association() {
         }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_inbound_message_aborts_the_association() {
+    let small = TransportConfig {
+        max_message_size: 100 * 1024,
+        ..cfg()
+    };
+    let mut srv = server(&["127.0.0.1:0"], small);
+    let mut c = UdpTransport::bind(
+        EndpointConfig::client(["127.0.0.1:0".parse().unwrap()]).with_transport(TransportConfig {
+            max_message_size: 1 << 20,
+            ..cfg()
+        }),
+        UdpConfig {
+            udp_port: 0,
+            remote_udp_port: srv.local_udp_addrs()[0].port(),
+            ..UdpConfig::default()
+        },
+    )
+    .unwrap();
+    let a = c.connect(&srv.local_addrs()).await.unwrap();
+    assert!(matches!(next(&mut c).await, Event::AssociationUp { .. }));
+    assert!(matches!(next(&mut srv).await, Event::AssociationUp { .. }));
+    c.send(a, 0, Ppid::ENRP, false, Bytes::from(vec![1u8; 200 * 1024]))
+        .await
+        .unwrap();
+    // The receiver refuses to buffer more than its limit: the association
+    // ends (no partial delivery) on both sides.
+    match next(&mut srv).await {
+        Event::AssociationDown { reason, .. } => assert_eq!(reason, CloseReason::Aborted),
+        other => panic!("expected AssociationDown, got {other:?}"),
+    }
+    match next(&mut c).await {
+        Event::AssociationDown { assoc, reason } => {
+            assert_eq!((assoc, reason), (a, CloseReason::Aborted))
+        }
+        other => panic!("expected AssociationDown, got {other:?}"),
+    }
+}

@@ -179,8 +179,16 @@ struct Shared {
     next_assoc: AtomicU64,
     /// Associations that exist in the driver (any state).
     live: AtomicUsize,
+    /// Events handed to the user and not yet taken. Above
+    /// [`EVENT_HIGH_WATER`] the driver stops reading its sockets (timers and
+    /// sending go on), so peers cannot grow the queue faster than the
+    /// application drains it; SCTP flow control then holds them back.
+    queued_events: AtomicUsize,
     counters: Counters,
 }
+
+/// See [`Shared::queued_events`].
+const EVENT_HIGH_WATER: usize = 65_536;
 
 enum Command {
     Connect {
@@ -205,7 +213,7 @@ enum Command {
 /// associations first for an orderly exit.
 pub struct UdpTransport {
     commands: mpsc::Sender<Command>,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::UnboundedReceiver<Event>,
     shared: Arc<Shared>,
     local_addrs: Vec<SocketAddr>,
     local_udp_addrs: Vec<SocketAddr>,
@@ -353,10 +361,11 @@ impl UdpTransport {
         let shared = Arc::new(Shared {
             next_assoc: AtomicU64::new(1),
             live: AtomicUsize::new(0),
+            queued_events: AtomicUsize::new(0),
             counters: Counters::default(),
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
-        let (ev_tx, ev_rx) = mpsc::channel(16_384);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let driver = Driver::new(
             sockets,
             config.listen.then_some(sctp_port),
@@ -475,6 +484,7 @@ impl Transport for UdpTransport {
             .recv()
             .await
             .ok_or(TransportError::EndpointClosed)?;
+        self.shared.queued_events.fetch_sub(1, Ordering::Relaxed);
         match &ev {
             Event::AssociationUp { assoc, .. } => {
                 self.known.insert(*assoc);
@@ -535,7 +545,9 @@ struct Driver {
     udp: UdpConfig,
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Event>,
+    /// Local SCTP ports of our outgoing associations (port -> count).
+    used_ports: HashMap<u16, usize>,
     conns: HashMap<AssociationId, Conn>,
     routes: HashMap<Key, AssociationId>,
     timers: BinaryHeap<Reverse<(Instant, AssociationId)>>,
@@ -627,7 +639,7 @@ impl Driver {
         udp: UdpConfig,
         shared: Arc<Shared>,
         commands: mpsc::Receiver<Command>,
-        events: mpsc::Sender<Event>,
+        events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         // SCTP packet = 12-byte common header + 16-byte DATA chunk header +
         // payload; leave room for a bundled SACK with a few gap blocks.
@@ -640,6 +652,7 @@ impl Driver {
             shared,
             commands,
             events,
+            used_ports: HashMap::new(),
             conns: HashMap::new(),
             routes: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -706,7 +719,7 @@ impl Driver {
                         }
                     }
                 }
-                first = recv_any(&self.sockets, &mut bufs) => {
+                first = recv_any(&self.sockets, &mut bufs), if !self.paused() => {
                     match first {
                         Ok((idx, from, len)) => {
                             let data = Bytes::copy_from_slice(&bufs[idx][..len]);
@@ -721,6 +734,8 @@ impl Driver {
                     }
                 }
                 () = sleep => {}
+                // Reading is paused: look again soon.
+                () = tokio::time::sleep(Duration::from_millis(5)), if self.paused() => {}
             }
             self.handle_timers();
             if !self.flush().await {
@@ -729,9 +744,16 @@ impl Driver {
         }
     }
 
+    fn paused(&self) -> bool {
+        self.shared.queued_events.load(Ordering::Relaxed) >= EVENT_HIGH_WATER
+    }
+
     /// Reads what is already queued on the sockets, up to a batch limit.
     fn drain_sockets(&mut self, bufs: &mut [Vec<u8>]) {
         for _ in 0..256 {
+            if self.paused() {
+                break;
+            }
             let mut got = false;
             for (idx, buf) in bufs.iter_mut().enumerate() {
                 match self.sockets[idx].try_recv_from(buf) {
@@ -801,7 +823,7 @@ impl Driver {
             // Unique among all our associations, not only towards this peer:
             // that keeps each association's source port its own, as kernel
             // peers expect.
-            if self.conns.values().any(|c| c.key.2 == p)
+            if self.used_ports.contains_key(&p)
                 || self.routes.contains_key(&(remote_ip, remote_port, p))
             {
                 continue;
@@ -896,6 +918,7 @@ impl Driver {
         };
         self.timers.push(Reverse((now + share, id)));
         self.routes.insert(key, id);
+        *self.used_ports.entry(local_port).or_insert(0) += 1;
         self.conns.insert(id, conn);
         self.shared.live.fetch_add(1, Ordering::Relaxed);
         self.pending_handshakes += 1;
@@ -1180,6 +1203,21 @@ impl Driver {
         }
     }
 
+    fn remove_conn(&mut self, id: AssociationId) {
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        self.shared.live.fetch_sub(1, Ordering::Relaxed);
+        if c.side == Side::Client
+            && let Some(n) = self.used_ports.get_mut(&c.key.2)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.used_ports.remove(&c.key.2);
+            }
+        }
+    }
+
     fn handshake_failed(&mut self, id: AssociationId, now: Instant) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -1190,9 +1228,8 @@ impl Driver {
         if c.side == Side::Client && !c.fallback.is_empty() {
             let peers = std::mem::take(&mut c.fallback);
             let key = c.key;
-            self.conns.remove(&id);
+            self.remove_conn(id);
             self.routes.remove(&key);
-            self.shared.live.fetch_sub(1, Ordering::Relaxed);
             self.pending_handshakes = self.pending_handshakes.saturating_sub(1);
             let deadline = now + self.config.handshake_timeout;
             self.start_connect(id, peers, Some(deadline));
@@ -1243,8 +1280,10 @@ impl Driver {
             dirty.dedup();
             self.flush_round(now, dirty).await;
         }
-        for ev in std::mem::take(&mut self.out_events) {
-            if self.events.send(ev).await.is_err() {
+        let n = self.out_events.len();
+        self.shared.queued_events.fetch_add(n, Ordering::Relaxed);
+        for ev in self.out_events.drain(..) {
+            if self.events.send(ev).is_err() {
                 return false;
             }
         }
@@ -1281,8 +1320,7 @@ impl Driver {
                 }
             }
             if dead {
-                self.conns.remove(&id);
-                self.shared.live.fetch_sub(1, Ordering::Relaxed);
+                self.remove_conn(id);
             } else {
                 // Transmitting can change state (e.g. SHUTDOWN-COMPLETE sent
                 // closes the initiator); pick up the resulting events.
