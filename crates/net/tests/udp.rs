@@ -428,3 +428,33 @@ async fn oversized_inbound_message_aborts_the_association() {
         other => panic!("expected AssociationDown, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_with_address_parameters_and_cookie_preservative_is_answered() {
+    // What a multi-homed kernel peer sends: address parameters, Supported
+    // Address Types, a Cookie Preservative and ECN capable.
+    let srv = server(&["127.0.0.1:0"], cfg());
+    let sctp_port = srv.local_addrs()[0].port();
+    let udp = srv.local_udp_addrs()[0];
+    let raw = raw_socket();
+    let mut params = Vec::new();
+    params.extend_from_slice(&[0, 5, 0, 8, 127, 0, 0, 1]);
+    params.extend_from_slice(&[0, 5, 0, 8, 10, 1, 2, 3]);
+    params.extend_from_slice(&[0, 6, 0, 20, 0x20, 0x01, 0x0d, 0xb8]);
+    params.extend_from_slice(&[0; 12]);
+    params.extend_from_slice(&[0, 9, 0, 8, 0, 0, 0x27, 0x10]);
+    params.extend_from_slice(&[0, 12, 0, 8, 0, 5, 0, 6]);
+    params.extend_from_slice(&[0x80, 0, 0, 4]);
+    let mut chunk = init_chunk(0x4242_4242);
+    chunk.extend_from_slice(&params);
+    let len = chunk.len() as u16;
+    chunk[2..4].copy_from_slice(&len.to_be_bytes());
+    raw.send_to(&packet(5000, sctp_port, 0, &chunk), udp)
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = raw.recv_from(&mut buf).expect("INIT-ACK");
+    assert!(n > 16);
+    assert_eq!(&buf[4..8], &0x4242_4242u32.to_be_bytes());
+    assert_eq!(buf[12], 2, "INIT-ACK");
+    assert_eq!(srv.stats().bad_packets, 0);
+}

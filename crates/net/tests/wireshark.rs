@@ -390,6 +390,52 @@ async fn every_packet_decodes_as_sctp_with_valid_crc32c() {
         ],
     );
     assert!(bad.trim().is_empty(), "bad frames: {bad}");
+    // SHUTDOWN acknowledges the last TSN the client received from the
+    // server on that association (not the client's own TSNs).
+    let tsns = tshark(
+        &pcap,
+        server_udp.port(),
+        &[
+            "-Y",
+            "sctp.data_tsn_raw || sctp.shutdown_cumulative_tsn_ack",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "sctp.srcport",
+            "-e",
+            "sctp.dstport",
+            "-e",
+            "sctp.data_tsn_raw",
+            "-e",
+            "sctp.shutdown_cumulative_tsn_ack",
+        ],
+    );
+    let mut checked = 0;
+    for line in tsns.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        if f.len() < 4 || f[3].is_empty() {
+            continue;
+        }
+        let (client_port, server_port) = (f[0], f[1]);
+        let cum: u32 = f[3].split(',').next().unwrap().parse().unwrap();
+        let last_from_server = tsns
+            .lines()
+            .map(|l| l.split('|').collect::<Vec<_>>())
+            .filter(|g| g.len() >= 3 && g[0] == server_port && g[1] == client_port)
+            .flat_map(|g| {
+                g[2].split(',')
+                    .filter_map(|t| t.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .max()
+            .expect("server sent DATA on the association");
+        assert_eq!(cum, last_from_server, "SHUTDOWN Cumulative TSN Ack: {line}");
+        checked += 1;
+    }
+    assert!(checked >= 1, "no SHUTDOWN seen");
+
     let _ = writeln!(
         std::io::stderr(),
         "tshark decoded {} frames as SCTP with valid CRC-32C; PPIDs {ppids:?}; chunk types {chunk_types:?}; {}",
