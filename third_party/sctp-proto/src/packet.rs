@@ -158,9 +158,9 @@ impl PartialDecode {
                     Box::new(ChunkHeartbeat::unmarshal(&self.remaining.slice(offset..))?)
                 }
                 // Vendored: upstream could not parse HEARTBEAT-ACK at all.
-                CT_HEARTBEAT_ACK => {
-                    Box::new(ChunkHeartbeatAck::unmarshal(&self.remaining.slice(offset..))?)
-                }
+                CT_HEARTBEAT_ACK => Box::new(ChunkHeartbeatAck::unmarshal(
+                    &self.remaining.slice(offset..),
+                )?),
                 CT_PAYLOAD_DATA => Box::new(ChunkPayloadData::unmarshal(
                     &self.remaining.slice(offset..),
                 )?),
@@ -191,9 +191,8 @@ impl PartialDecode {
                     if ct.0 & 0x80 == 0 {
                         break;
                     }
-                    offset += CHUNK_HEADER_SIZE
-                        + h.value_length()
-                        + get_padding_size(h.value_length());
+                    offset +=
+                        CHUNK_HEADER_SIZE + h.value_length() + get_padding_size(h.value_length());
                     continue;
                 }
             };
@@ -295,9 +294,8 @@ impl Packet {
                     if ct.0 & 0x80 == 0 {
                         break;
                     }
-                    offset += CHUNK_HEADER_SIZE
-                        + h.value_length()
-                        + get_padding_size(h.value_length());
+                    offset +=
+                        CHUNK_HEADER_SIZE + h.value_length() + get_padding_size(h.value_length());
                     continue;
                 }
             };

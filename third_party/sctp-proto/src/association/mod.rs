@@ -8,6 +8,7 @@ use crate::chunk::chunk_cookie_ack::ChunkCookieAck;
 use crate::chunk::chunk_cookie_echo::ChunkCookieEcho;
 use crate::chunk::chunk_error::ChunkError;
 use crate::chunk::chunk_forward_tsn::{ChunkForwardTsn, ChunkForwardTsnStream};
+use crate::chunk::chunk_header::CHUNK_HEADER_SIZE;
 use crate::chunk::chunk_heartbeat::ChunkHeartbeat;
 use crate::chunk::chunk_heartbeat_ack::ChunkHeartbeatAck;
 use crate::chunk::chunk_i_forward_tsn::ChunkIForwardTsn;
@@ -21,7 +22,6 @@ use crate::chunk::chunk_shutdown_complete::ChunkShutdownComplete;
 use crate::chunk::chunk_type::CT_FORWARD_TSN;
 use crate::config::COMMON_HEADER_SIZE;
 use crate::config::DATA_CHUNK_HEADER_SIZE;
-use crate::chunk::chunk_header::CHUNK_HEADER_SIZE;
 use crate::config::{ServerConfig, TransportConfig};
 use crate::error::{Error, Result};
 use crate::packet::{CommonHeader, Packet, PartialDecode};
@@ -860,7 +860,8 @@ impl Association {
                             // Vendored: tell the peer (ABORT, Protocol Violation)
                             // instead of silently dropping the association.
                             self.abort_with_cause(crate::chunk::PROTOCOL_VIOLATION);
-                            if let Some(Event::AssociationLost { reason }) = self.events.back_mut() {
+                            if let Some(Event::AssociationLost { reason }) = self.events.back_mut()
+                            {
                                 *reason = AssociationError::TransportError;
                             }
                         }

@@ -95,7 +95,7 @@ impl Pair {
         p
     }
 
-    fn to_s(&mut self, pkt: Bytes) {
+    fn deliver_to_s(&mut self, pkt: Bytes) {
         self.s
             .handle_packet(self.now, C_ADDR.parse().unwrap(), pkt)
             .unwrap();
@@ -103,7 +103,7 @@ impl Pair {
         self.inbox_s.extend(got);
     }
 
-    fn to_c(&mut self, pkt: Bytes) {
+    fn deliver_to_c(&mut self, pkt: Bytes) {
         self.c
             .handle_packet(self.now, S_ADDR.parse().unwrap(), pkt)
             .unwrap();
@@ -123,11 +123,11 @@ impl Pair {
             }
             for p in from_c {
                 log.push((true, p.clone()));
-                self.to_s(p);
+                self.deliver_to_s(p);
             }
             for p in from_s {
                 log.push((false, p.clone()));
-                self.to_c(p);
+                self.deliver_to_c(p);
             }
         }
     }
@@ -205,8 +205,16 @@ fn ppid_other_values_are_sent_and_received() {
     assert_eq!(
         got,
         vec![
-            (0, PayloadProtocolIdentifier::Other(11), Bytes::from_static(b"asap")),
-            (1, PayloadProtocolIdentifier::Other(12), Bytes::from_static(b"enrp")),
+            (
+                0,
+                PayloadProtocolIdentifier::Other(11),
+                Bytes::from_static(b"asap")
+            ),
+            (
+                1,
+                PayloadProtocolIdentifier::Other(12),
+                Bytes::from_static(b"enrp")
+            ),
         ]
     );
     // On the wire the PPID field (offset 12 in the DATA chunk) is 11 / 12.
@@ -216,14 +224,19 @@ fn ppid_other_values_are_sent_and_received() {
         while off + 16 <= pkt.len() {
             let len = u16::from_be_bytes([pkt[off + 2], pkt[off + 3]]) as usize;
             if pkt[off] == 0 {
-                seen.push(u32::from_be_bytes(pkt[off + 12..off + 16].try_into().unwrap()));
+                seen.push(u32::from_be_bytes(
+                    pkt[off + 12..off + 16].try_into().unwrap(),
+                ));
             }
             off += (len + 3) & !3;
         }
     }
     assert_eq!(seen, vec![11, 12]);
     assert_eq!(u32::from(PayloadProtocolIdentifier::from(12u32)), 12);
-    assert_eq!(PayloadProtocolIdentifier::from(0u32), PayloadProtocolIdentifier::Unknown);
+    assert_eq!(
+        PayloadProtocolIdentifier::from(0u32),
+        PayloadProtocolIdentifier::Unknown
+    );
 }
 
 #[test]
@@ -279,7 +292,12 @@ fn shutdown_carries_last_tsn_received_and_ends_graceful_on_both_sides() {
 #[test]
 fn shutdown_waits_for_queued_data() {
     let mut p = Pair::established();
-    write(&mut p.c, 0, PayloadProtocolIdentifier::Other(11), &[7u8; 5000]);
+    write(
+        &mut p.c,
+        0,
+        PayloadProtocolIdentifier::Other(11),
+        &[7u8; 5000],
+    );
     p.c.shutdown().unwrap();
     p.pump();
     let got = core::mem::take(&mut p.inbox_s);
@@ -303,12 +321,14 @@ fn init_and_init_ack_with_address_params_and_cookie_preservative() {
     // An unknown parameter whose upper bits say "stop processing" ends the
     // parameter list, not the chunk.
     let init = append_param(&init, &[0x00, 0x42, 0, 4]);
-    p.to_s(init);
-    let init_ack = drain(&mut p.s, p.now).pop().expect("INIT-ACK despite params");
+    p.deliver_to_s(init);
+    let init_ack = drain(&mut p.s, p.now)
+        .pop()
+        .expect("INIT-ACK despite params");
     assert_eq!(chunk_types(&init_ack), vec![CT_INIT_ACK.0]);
     let init_ack = append_param(&init_ack, &ipv4);
     let init_ack = append_param(&init_ack, &ipv6);
-    p.to_c(init_ack);
+    p.deliver_to_c(init_ack);
     p.pump();
     assert!(p.c.is_established() && p.s.is_established());
 }
@@ -357,23 +377,38 @@ fn dead_peer_detected_while_data_is_outstanding() {
 #[test]
 fn sack_is_bundled_with_the_response() {
     let mut p = Pair::established();
-    write(&mut p.c, 0, PayloadProtocolIdentifier::Other(11), b"request");
+    write(
+        &mut p.c,
+        0,
+        PayloadProtocolIdentifier::Other(11),
+        b"request",
+    );
     for pkt in drain(&mut p.c, p.now) {
-        p.to_s(pkt);
+        p.deliver_to_s(pkt);
     }
     assert_eq!(core::mem::take(&mut p.inbox_s).len(), 1);
-    write(&mut p.s, 0, PayloadProtocolIdentifier::Other(11), b"response");
+    write(
+        &mut p.s,
+        0,
+        PayloadProtocolIdentifier::Other(11),
+        b"response",
+    );
     let out = drain(&mut p.s, p.now);
     assert_eq!(out.len(), 1, "one packet for SACK + DATA");
     assert_eq!(chunk_types(&out[0]), vec![CT_SACK.0, CT_PAYLOAD_DATA.0]);
-    p.to_c(out[0].clone());
+    p.deliver_to_c(out[0].clone());
     assert_eq!(p.c.outbound_queue.inflight_len(), 0, "request acknowledged");
 }
 
 #[test]
 fn abort_is_sent_and_reported_on_both_sides() {
     let mut p = Pair::established();
-    write(&mut p.c, 0, PayloadProtocolIdentifier::Other(11), b"dropped?");
+    write(
+        &mut p.c,
+        0,
+        PayloadProtocolIdentifier::Other(11),
+        b"dropped?",
+    );
     p.c.abort();
     let out = drain(&mut p.c, p.now);
     assert!(out.iter().any(|pkt| chunk_types(pkt) == vec![CT_ABORT.0]));
@@ -384,7 +419,7 @@ fn abort_is_sent_and_reported_on_both_sides() {
         }
     )));
     for pkt in out {
-        p.to_s(pkt);
+        p.deliver_to_s(pkt);
     }
     assert!(p.s.is_closed());
     assert!(events(&mut p.s).iter().any(|e| matches!(
@@ -416,7 +451,7 @@ fn error_chunk_and_unknown_chunks_do_not_kill_the_association() {
         vec![CT_ERROR.0, CT_HEARTBEAT.0],
         "unknown chunk skipped"
     );
-    p.to_c(pkt);
+    p.deliver_to_c(pkt);
     assert!(p.c.is_established());
     let out = drain(&mut p.c, p.now);
     let types: Vec<_> = out.iter().map(chunk_types).collect();
@@ -437,7 +472,7 @@ fn protocol_violation_aborts_instead_of_silently_closing() {
     b.extend_from_slice(&65536u32.to_be_bytes());
     b.extend_from_slice(&[0, 1, 0, 1]);
     b.extend_from_slice(&1u32.to_be_bytes());
-    p.to_c(with_crc(b));
+    p.deliver_to_c(with_crc(b));
     assert!(p.c.is_closed());
     let out = drain(&mut p.c, p.now);
     assert!(

@@ -155,9 +155,8 @@ impl Chunk for ChunkInit {
         let value_end = CHUNK_HEADER_SIZE + header.value_length();
         let mut remaining = value_end as isize - offset as isize;
         while remaining >= INIT_OPTIONAL_VAR_HEADER_LENGTH as isize {
-            let p = match build_param(
-                &raw.slice(offset..CHUNK_HEADER_SIZE + header.value_length()),
-            ) {
+            let p = match build_param(&raw.slice(offset..CHUNK_HEADER_SIZE + header.value_length()))
+            {
                 Ok(p) => p,
                 // RFC 9260 3.2.1, upper bits 00/01: stop processing the
                 // parameters, but the chunk itself stays valid (vendored
