@@ -700,3 +700,113 @@ fn competing_takeovers_follow_the_configured_rule() {
         assert_eq!(r.takeovers.contains_key(&pr(200)), !yields);
     }
 }
+
+#[test]
+fn handle_table_is_paged_with_the_m_flag() {
+    // E-: RFC 5353 §3.2 download in pages of at most max_elements_per_table_response.
+    let mut r = registrar(RegistrarConfig {
+        max_elements_per_table_response: 128,
+        ..RegistrarConfig::default()
+    });
+    for i in 0..300u32 {
+        let assoc = AssocId(1000 + u64::from(i));
+        let ip = Ipv4Addr::new(10, 9, (i / 250) as u8, (i % 250 + 1) as u8);
+        let addr = SocketAddr::new(IpAddr::V4(ip), 4000);
+        up(&mut r, assoc, addr);
+        let mut pe = element(i + 1, 1, Policy::RoundRobin);
+        pe.user_transport = UserTransport::Address(TransportAddress::sctp(
+            5000,
+            TransportUse::DataOnly,
+            vec![IpAddr::V4(ip)],
+        ));
+        register(&mut r, t(0), assoc, pe);
+    }
+    with_peer(&mut r, t(1));
+    let request = Message::Enrp(EnrpMessage::HandleTableRequest {
+        servers: Servers {
+            sender: pr(200),
+            receiver: Some(pr(100)),
+        },
+        own_children_only: false,
+    });
+    let mut pages = Vec::new();
+    loop {
+        feed(&mut r, t(2), PEER_ASSOC, request.clone());
+        let out = drain(&mut r);
+        let sent = enrp_sent(&out);
+        let [
+            (
+                _,
+                EnrpMessage::HandleTableResponse {
+                    rejected: false,
+                    more_to_send,
+                    pools,
+                    ..
+                },
+            ),
+        ] = sent[..]
+        else {
+            panic!("{out:?}")
+        };
+        pages.push(pools.iter().map(|p| p.pool_elements.len()).sum::<usize>());
+        if !more_to_send {
+            break;
+        }
+    }
+    assert_eq!(pages, vec![128, 128, 44]);
+}
+
+#[test]
+fn checksum_mismatch_starts_an_own_children_only_resync() {
+    // E-: RFC 5353 §3.6 audit: the peer announces a checksum we do not have for it.
+    let mut r = registrar(RegistrarConfig::default());
+    with_peer(&mut r, t(0));
+    feed(
+        &mut r,
+        t(1),
+        PEER_ASSOC,
+        Message::Enrp(EnrpMessage::Presence {
+            servers: Servers {
+                sender: pr(200),
+                receiver: None,
+            },
+            reply_required: false,
+            checksum: Some(0x1234),
+            server_info: None,
+        }),
+    );
+    let out = drain(&mut r);
+    assert!(enrp_sent(&out).iter().any(|(_, m)| matches!(
+        m,
+        EnrpMessage::HandleTableRequest {
+            own_children_only: true,
+            ..
+        }
+    )));
+    // The peer owns one PE we did not know: importing it and ending the
+    // download leaves the handlespace matching the peer.
+    let mut pe = element(7, 7, Policy::RoundRobin);
+    pe.home_registrar = Some(pr(200));
+    feed(
+        &mut r,
+        t(2),
+        PEER_ASSOC,
+        Message::Enrp(EnrpMessage::HandleTableResponse {
+            servers: Servers {
+                sender: pr(200),
+                receiver: Some(pr(100)),
+            },
+            rejected: false,
+            more_to_send: false,
+            pools: vec![rserpool_wire::PoolEntry {
+                pool_handle: pool(),
+                pool_elements: vec![pe],
+            }],
+        }),
+    );
+    assert_eq!(
+        r.handlespace().get(&pool(), PeId(7)).unwrap().owner(),
+        Some(pr(200))
+    );
+    assert_eq!(r.owned_count(pr(200)), 1);
+}
