@@ -315,7 +315,7 @@ fn log_event(e: &PoolElementEvent) -> bool {
         E::PrUnreachable { addresses } => warn!("registrar {addresses:?} unreachable"),
         E::NoRegistrar { retry_at } => match retry_at {
             Some(_) => warn!("no registrar accepted the registration; retrying"),
-            None => warn!("no registrar known; waiting for an announce"),
+            None => info!("no registrar known; waiting for an announce"),
         },
         E::RegistrationExpired { .. } => {
             info!("registration expired at the registrar; registering again")

@@ -168,15 +168,11 @@ fn resolve(registrar: &str, count: u32) -> (i32, Vec<String>, Vec<String>) {
     (out.status.code().unwrap_or(-1), ids, lines)
 }
 
-/// A /24 of loopback of this process's own (`test` tells the tests of one
-/// run apart), so that concurrent runs do not collide.
+/// A /24 of loopback of this process's own, so that concurrent runs are
+/// unlikely to collide; `test` (0..3) tells the tests of one run apart.
 fn loopback_net(test: u32) -> String {
     let pid = std::process::id();
-    format!(
-        "127.{}.{}",
-        100 + (pid + 50 * test) % 100,
-        (pid / 100) % 250
-    )
+    format!("127.{}.{}", 100 + pid % 100, (pid / 100) % 80 * 3 + test)
 }
 
 /// SCTP timers short enough for failures to show within a second.
@@ -403,4 +399,53 @@ fn takeover_suggestion_moves_pes_to_the_idle_registrar() {
         pes.iter().map(|&p| said(p, "home changed")).sum::<usize>(),
         2
     );
+}
+
+/// Without a configured registrar, a PE and a PU find one through the
+/// announce channel (ASAP_SERVER_ANNOUNCE to unicast destinations, every
+/// server announce cycle).
+#[test]
+fn pe_and_pu_find_the_registrar_through_announces() {
+    let net = loopback_net(2);
+    let ip = |host: u8| format!("{net}.{host}");
+    let mut c = Cluster::default();
+    let reg = c.spawn(
+        "registrar",
+        &args(&format!(
+            "registrar {FAST_SCTP} --id 7 --addr {} --enrp-addr {} --announce {}:4000 \
+             --announce {}:4000 --server-announce-cycle 200ms --status-interval 100ms",
+            ip(1),
+            ip(2),
+            ip(11),
+            ip(12)
+        )),
+    );
+    let pe = c.spawn(
+        "pe",
+        &args(&format!(
+            "pe {FAST_SCTP} --pool echo --id 0x77 --local {} --announce {}:4000",
+            ip(11),
+            ip(11)
+        )),
+    );
+    c.wait_until(Duration::from_secs(5), "the PE registered", |c| {
+        c.procs[reg].status().contains(" pes=1 ")
+    });
+    assert!(
+        c.procs[pe]
+            .stderr()
+            .iter()
+            .any(|l| l.ends_with("registered at registrar 0x00000007"))
+    );
+    let out = Command::new(BIN)
+        .args(args(&format!(
+            "pu {FAST_SCTP} --pool echo --local {} --announce {}:4000 --request-timeout 2s",
+            ip(12),
+            ip(12)
+        )))
+        .output()
+        .expect("run pu");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("pe=0x00000077 at "), "{stdout}");
 }
