@@ -557,6 +557,8 @@ struct Driver {
     max_payload: u32,
     ootb_window: (Instant, u32),
     out_events: Vec<Event>,
+    /// Packets gathered by a flush, sent together at its end.
+    tx_queue: Vec<(usize, SocketAddr, Bytes)>,
 }
 
 const CT_INIT: u8 = 1;
@@ -662,6 +664,7 @@ impl Driver {
             max_payload,
             ootb_window: (Instant::now(), 0),
             out_events: Vec::new(),
+            tx_queue: Vec::new(),
         }
     }
 
@@ -1278,8 +1281,9 @@ impl Driver {
             }
             dirty.sort_unstable();
             dirty.dedup();
-            self.flush_round(now, dirty).await;
+            self.flush_round(now, dirty);
         }
+        self.transmit().await;
         let n = self.out_events.len();
         self.shared.queued_events.fetch_add(n, Ordering::Relaxed);
         for ev in self.out_events.drain(..) {
@@ -1290,7 +1294,66 @@ impl Driver {
         true
     }
 
-    async fn flush_round(&mut self, now: Instant, dirty: Vec<AssociationId>) {
+    /// Sends the gathered packets, per socket in order, as few system calls
+    /// as possible (`sendmmsg` on Linux). A full socket buffer is waited
+    /// out rather than dropping packets.
+    async fn transmit(&mut self) {
+        let q = std::mem::take(&mut self.tx_queue);
+        if q.is_empty() {
+            self.tx_queue = q;
+            return;
+        }
+        if let Some(cap) = &self.udp.capture {
+            for (sock, to, p) in &q {
+                if let Ok(local) = self.sockets[*sock].local_addr() {
+                    cap(Direction::Outgoing, local, *to, p);
+                }
+            }
+        }
+        if self.sockets.len() == 1 {
+            self.send_all(0, &q).await;
+        } else {
+            for sock in 0..self.sockets.len() {
+                let part: Vec<(usize, SocketAddr, Bytes)> =
+                    q.iter().filter(|x| x.0 == sock).cloned().collect();
+                if !part.is_empty() {
+                    self.send_all(sock, &part).await;
+                }
+            }
+        }
+        let mut q = q;
+        q.clear();
+        self.tx_queue = q;
+    }
+
+    async fn send_all(&self, sock: usize, pkts: &[(usize, SocketAddr, Bytes)]) {
+        let s = &self.sockets[sock];
+        let counters = &self.shared.counters;
+        let mut i = 0;
+        while i < pkts.len() {
+            match send_batch(s, &pkts[i..]) {
+                Ok(n) => {
+                    counters
+                        .datagrams_out
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    i += n.max(1);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Socket buffer full: wait for room rather than drop.
+                    let _ = s.writable().await;
+                }
+                Err(e) => {
+                    // E.g. ECONNREFUSED from an earlier ICMP: SCTP's own
+                    // retransmission and dead-peer logic handle the loss.
+                    inc(&counters.send_errors);
+                    debug!(to = %pkts[i].1, %e, "udp send error");
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    fn flush_round(&mut self, now: Instant, dirty: Vec<AssociationId>) {
         for id in dirty {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
@@ -1310,15 +1373,8 @@ impl Driver {
                     self.timers.push(Reverse((t, id)));
                 }
             }
-            for p in &packets {
-                if !self.send_datagram(sock, to, p) {
-                    // Socket buffer full: wait for room rather than drop.
-                    let s = &self.sockets[sock];
-                    if s.send_to(p, to).await.is_ok() {
-                        inc(&self.shared.counters.datagrams_out);
-                    }
-                }
-            }
+            self.tx_queue
+                .extend(packets.into_iter().map(|p| (sock, to, p)));
             if dead {
                 self.remove_conn(id);
             } else {
@@ -1328,6 +1384,62 @@ impl Driver {
             }
         }
     }
+}
+
+/// Sends up to 64 datagrams with one `sendmmsg`; returns how many went out.
+#[cfg(target_os = "linux")]
+fn send_batch(s: &UdpSocket, pkts: &[(usize, SocketAddr, Bytes)]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    const MAX: usize = 64;
+    let pkts = &pkts[..pkts.len().min(MAX)];
+    let addrs: Vec<socket2::SockAddr> = pkts.iter().map(|(_, a, _)| (*a).into()).collect();
+    let mut iovs: Vec<libc::iovec> = pkts
+        .iter()
+        .map(|(_, _, p)| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let iov_base = iovs.as_mut_ptr();
+    let mut msgs: Vec<libc::mmsghdr> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = a.len();
+            // SAFETY: i < iovs.len(); the pointer stays valid while `iovs`
+            // lives, which outlasts the call below.
+            m.msg_hdr.msg_iov = unsafe { iov_base.add(i) };
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    s.try_io(tokio::io::Interest::WRITABLE, || {
+        // SAFETY: `msgs` points at `msgs.len()` initialised headers whose
+        // names, iovecs and buffers (`addrs`, `iovs`, `pkts`) are alive and
+        // unchanged for the duration of the call.
+        let n = unsafe {
+            libc::sendmmsg(
+                s.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })
+}
+
+/// Sends one datagram; returns how many went out.
+#[cfg(not(target_os = "linux"))]
+fn send_batch(s: &UdpSocket, pkts: &[(usize, SocketAddr, Bytes)]) -> io::Result<usize> {
+    s.try_send_to(&pkts[0].2, pkts[0].1).map(|_| 1)
 }
 
 /// Waits until one of the sockets has a datagram and reads it into that
