@@ -43,13 +43,13 @@ pub struct TransportArgs {
     /// [default: 9899].
     #[arg(long, value_name = "PORT")]
     pub remote_udp_port: Option<u16>,
-    /// SCTP HEARTBEAT interval on idle associations [default: 1s].
+    /// SCTP HEARTBEAT interval on idle associations; bare numbers are ms [default: 1s].
     #[arg(long, value_name = "DUR")]
     pub sctp_heartbeat_interval: Option<Millis>,
-    /// Silence after which SCTP declares a peer lost [default: 5s].
+    /// Silence after which SCTP declares a peer lost; bare numbers are ms [default: 5s].
     #[arg(long, value_name = "DUR")]
     pub sctp_dead_peer_timeout: Option<Millis>,
-    /// Longest SCTP association set-up [default: 5s].
+    /// Longest SCTP association set-up; bare numbers are ms [default: 5s].
     #[arg(long, value_name = "DUR")]
     pub sctp_handshake_timeout: Option<Millis>,
 }

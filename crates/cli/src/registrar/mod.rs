@@ -31,6 +31,17 @@ suggestions sent, accepted and declined) are logged at info level to stderr \
 Exit status: 0 after a signal, 1 if the transport failed, 2 if the \
 configuration is invalid or an endpoint cannot be bound.
 
+A configuration file (--config) holds the same settings; flags override it:
+
+  id = \"0x1\"
+  addr = [\"192.0.2.1\"]
+  peer = [\"192.0.2.2\", \"192.0.2.3:9901\"]
+  keep-alive-interval = \"2s\"
+  balance = \"balanced\"
+  capacity = 2
+  [transport]
+  kind = \"auto\"
+
 With SCTP over UDP every endpoint needs its own UDP port on its IP: run \
 the ASAP and ENRP endpoints on different IPs (--enrp-addr) or give ENRP \
 its own port (--enrp-udp-port), and give every node on one host its own \
