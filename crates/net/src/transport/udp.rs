@@ -701,6 +701,7 @@ impl Driver {
 
     async fn run(mut self) {
         let mut bufs: Vec<Vec<u8>> = self.sockets.iter().map(|_| vec![0u8; 65_536]).collect();
+        let mut rx = RecvBatch::new();
         loop {
             let next_timer = self.next_timer();
             let sleep = async {
@@ -727,7 +728,7 @@ impl Driver {
                         Ok((idx, from, len)) => {
                             let data = Bytes::copy_from_slice(&bufs[idx][..len]);
                             self.handle_datagram(idx, from, data);
-                            self.drain_sockets(&mut bufs);
+                            self.drain_sockets(&mut rx);
                         }
                         Err(e) => {
                             // ICMP errors surface here on some systems; they
@@ -752,18 +753,23 @@ impl Driver {
     }
 
     /// Reads what is already queued on the sockets, up to a batch limit.
-    fn drain_sockets(&mut self, bufs: &mut [Vec<u8>]) {
-        for _ in 0..256 {
+    fn drain_sockets(&mut self, rx: &mut RecvBatch) {
+        for _ in 0..64 {
             if self.paused() {
                 break;
             }
             let mut got = false;
-            for (idx, buf) in bufs.iter_mut().enumerate() {
-                match self.sockets[idx].try_recv_from(buf) {
-                    Ok((len, from)) => {
-                        got = true;
-                        let data = Bytes::copy_from_slice(&buf[..len]);
-                        self.handle_datagram(idx, from, data);
+            for idx in 0..self.sockets.len() {
+                match rx.recv(&self.sockets[idx]) {
+                    Ok(n) => {
+                        got |= n > 0;
+                        for i in 0..n {
+                            let (from, data) = rx.take(i);
+                            match from {
+                                Some(from) => self.handle_datagram(idx, from, data),
+                                None => inc(&self.shared.counters.malformed),
+                            }
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => debug!(%e, "udp receive error"),
@@ -1383,6 +1389,125 @@ impl Driver {
                 self.process_events(id);
             }
         }
+    }
+}
+
+/// Receive buffers for reading several datagrams per system call.
+struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    /// (source, length, truncated) of the datagrams of the last `recv`.
+    got: Vec<(Option<SocketAddr>, usize, bool)>,
+}
+
+/// Datagrams per `recvmmsg`. Each buffer holds the largest UDP payload, as
+/// a peer's packets are not bounded by our MTU.
+#[cfg(target_os = "linux")]
+const RECV_BATCH: usize = 16;
+#[cfg(not(target_os = "linux"))]
+const RECV_BATCH: usize = 1;
+
+impl RecvBatch {
+    fn new() -> Self {
+        RecvBatch {
+            bufs: (0..RECV_BATCH).map(|_| vec![0u8; 65_536]).collect(),
+            got: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// Datagram `i` of the last `recv`: its source (None if unusable or
+    /// truncated, which the caller counts as malformed) and bytes.
+    fn take(&self, i: usize) -> (Option<SocketAddr>, Bytes) {
+        let (from, len, truncated) = self.got[i];
+        let from = if truncated { None } else { from };
+        (from, Bytes::copy_from_slice(&self.bufs[i][..len]))
+    }
+
+    /// Reads what is queued (up to the batch size) without waiting.
+    #[cfg(target_os = "linux")]
+    fn recv(&mut self, s: &UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let n = self.bufs.len();
+        // SAFETY: sockaddr_storage is plain old data; zero is valid.
+        let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; n];
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        let (addr_base, iov_base) = (addrs.as_mut_ptr(), iovs.as_mut_ptr());
+        let mut msgs: Vec<libc::mmsghdr> = (0..n)
+            .map(|i| {
+                // SAFETY: mmsghdr is plain old data; zero is valid.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                // SAFETY: i < n = addrs.len() = iovs.len(); both vectors
+                // outlive the recvmmsg call.
+                unsafe {
+                    m.msg_hdr.msg_name = addr_base.add(i) as *mut libc::c_void;
+                    m.msg_hdr.msg_iov = iov_base.add(i);
+                }
+                m.msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let got = s.try_io(tokio::io::Interest::READABLE, || {
+            // SAFETY: `msgs` holds n initialised headers pointing into
+            // `addrs`, `iovs` and `self.bufs`, all alive and not otherwise
+            // borrowed during the call.
+            let r = unsafe {
+                libc::recvmmsg(
+                    s.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as usize)
+            }
+        })?;
+        self.got.clear();
+        for (m, a) in msgs.iter().zip(&addrs).take(got) {
+            let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.got
+                .push((sockaddr_to_std(a), m.msg_len as usize, truncated));
+        }
+        Ok(got)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv(&mut self, s: &UdpSocket) -> io::Result<usize> {
+        let (len, from) = s.try_recv_from(&mut self.bufs[0])?;
+        self.got.clear();
+        self.got.push((Some(from), len, false));
+        Ok(1)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match a.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let v4 = unsafe { &*(a as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(v4.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let v6 = unsafe { &*(a as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(v6.sin6_port)))
+        }
+        _ => None,
     }
 }
 
