@@ -10,7 +10,7 @@ use crate::timers::{NEVER, TimerKind, TimerQueue};
 use rand::RngCore;
 use rserpool_wire::checksum::pe_sum;
 use rserpool_wire::{PeChecksum, PeId, PolicyType, PoolElement, PoolHandle, PrId, UserTransport};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 
@@ -145,6 +145,20 @@ fn same_endpoint(a: &UserTransport, b: &UserTransport) -> bool {
 /// message buffer alive through a slice of it.
 fn own_handle(h: &PoolHandle) -> PoolHandle {
     PoolHandle::new(bytes::Bytes::copy_from_slice(h.as_bytes())).unwrap_or_else(|_| h.clone())
+}
+
+/// Hints the CPU to load the cache line holding `p` (no effect elsewhere).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it does not access memory
+    // architecturally and cannot fault, and `p` is a valid reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Where an entry sits in its pool's member array and its owner's set.
@@ -302,7 +316,7 @@ impl Handlespace {
                     transport_use,
                     degrades: selection::degrades(policy_type),
                     members: Vec::new(),
-                    by_id: BTreeMap::new(),
+                    by_id: BTreeSet::new(),
                     selection: Selection::new(strategy),
                 };
                 let p = match self.pool_free.pop() {
@@ -358,7 +372,7 @@ impl Handlespace {
         } else {
             0
         };
-        pool.by_id.insert(pe.id.0, i);
+        pool.by_id.insert(pe.id.0);
         pool.selection.insert(&mut self.nodes, i, &pe.policy, 0);
         self.by_key.insert(key(p, pe.id), i);
         let owner_pos = match pe.home_registrar {
@@ -514,14 +528,27 @@ impl Handlespace {
 
     /// Removes PE `pe` of pool `handle`; `None` if it is not registered.
     pub fn deregister(&mut self, handle: &PoolHandle, pe: PeId) -> Option<Removed> {
-        let i = self.lookup(handle, pe)?;
-        self.remove(i)
+        let &p = self.pool_index.get(handle)?;
+        let i = self.by_key.remove(&key(p, pe))?;
+        Some(self.detach(i))
     }
 
     /// Removes an entry; `None` if the ID is not live.
     pub fn remove(&mut self, id: EntryId) -> Option<Removed> {
-        let i = id.0;
-        let entry = self.entries.get_mut(i as usize)?.take()?;
+        let e = self.entry(id)?;
+        self.by_key.remove(&key(e.pool, e.element.id));
+        Some(self.detach(id.0))
+    }
+
+    /// Takes live entry `i`, already out of `by_key`, out of everything else.
+    fn detach(&mut self, i: u32) -> Removed {
+        // The side arrays are touched much later in this function; asking
+        // for their lines now overlaps those cache misses with the work
+        // on the entry itself.
+        prefetch(&self.pos[i as usize]);
+        prefetch(&self.nodes[i as usize]);
+        self.timers.prefetch(i);
+        let entry = self.entries[i as usize].take().expect("live entry");
         self.len -= 1;
         self.free.push(i);
         let p = entry.pool;
@@ -542,7 +569,6 @@ impl Handlespace {
         };
         pool.by_id.remove(&entry.element.id.0);
         let pool_removed = pool.by_id.is_empty();
-        self.by_key.remove(&key(p, entry.element.id));
         if let Some(m) = moved {
             self.pos[m as usize].pool = pool_pos;
         }
@@ -561,11 +587,11 @@ impl Handlespace {
         } else {
             self.pool_ref(p).handle.clone()
         };
-        Some(Removed {
+        Removed {
             pool: pool_handle,
             element: entry.element,
             pool_removed,
-        })
+        }
     }
 
     // ---- lookups -----------------------------------------------------------
@@ -612,10 +638,17 @@ impl Handlespace {
     pub fn pool_entries(&self, handle: &PoolHandle) -> impl Iterator<Item = (EntryId, &PeEntry)> {
         self.pool_index
             .get(handle)
-            .map(|&p| self.pool_ref(p))
             .into_iter()
-            .flat_map(|pool| pool.by_id.values())
-            .map(|&i| (EntryId(i), self.e(i)))
+            .flat_map(move |&p| self.ids_in_order(p, Bound::Unbounded))
+            .map(|i| (EntryId(i), self.e(i)))
+    }
+
+    /// The entries of pool slot `p` in PE ID order, from `start` on.
+    fn ids_in_order(&self, p: u32, start: Bound<u32>) -> impl Iterator<Item = u32> + '_ {
+        self.pool_ref(p)
+            .by_id
+            .range((start, Bound::Unbounded))
+            .map(move |&id| self.by_key[&key(p, PeId(id))])
     }
 
     /// Every PE, in no particular order.
@@ -818,8 +851,8 @@ impl Handlespace {
     ) -> bool {
         let mut taken = 0;
         let wanted = |i: u32| owner.is_none() || self.e(i).element.home_registrar == owner;
-        let mut visit = |ids: &mut dyn Iterator<Item = &u32>| -> bool {
-            for &i in ids {
+        let mut visit = |ids: &mut dyn Iterator<Item = u32>| -> bool {
+            for i in ids {
                 if !wanted(i) {
                     continue;
                 }
@@ -834,12 +867,7 @@ impl Handlespace {
         let rest: Box<dyn Iterator<Item = &u32>> = match after {
             Some((h, pe)) => {
                 if let Some(&p) = self.pool_order.get(h) {
-                    let pool = self.pool_ref(p);
-                    let mut ids = pool
-                        .by_id
-                        .range((Bound::Excluded(pe.0), Bound::Unbounded))
-                        .map(|(_, i)| i);
-                    if visit(&mut ids) {
+                    if visit(&mut self.ids_in_order(p, Bound::Excluded(pe.0))) {
                         return true;
                     }
                 }
@@ -852,8 +880,7 @@ impl Handlespace {
             None => Box::new(self.pool_order.values()),
         };
         for &p in rest {
-            let mut ids = self.pool_ref(p).by_id.values();
-            if visit(&mut ids) {
+            if visit(&mut self.ids_in_order(p, Bound::Unbounded)) {
                 return true;
             }
         }
@@ -961,7 +988,7 @@ impl Handlespace {
             let in_members = !pool.selection.draws_from_members()
                 || pool.members.get(at.pool as usize) == Some(&i);
             if !in_members
-                || pool.by_id.get(&e.element.id.0) != Some(&i)
+                || !pool.by_id.contains(&e.element.id.0)
                 || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i)
             {
                 return Err(format!("entry {i}: pool indices disagree"));
@@ -1014,7 +1041,7 @@ impl Handlespace {
             let members: Vec<u32> = if pool.selection.draws_from_members() {
                 pool.members.clone()
             } else {
-                pool.by_id.values().copied().collect()
+                self.ids_in_order(p, Bound::Unbounded).collect()
             };
             let members_ok = if pool.selection.draws_from_members() {
                 pool.members.len() == pool.by_id.len()

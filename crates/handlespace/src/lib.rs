@@ -14,6 +14,25 @@
 //!
 //! Time is a `u64` in the caller's unit; randomness comes from the caller.
 //!
+//! # Structure and costs
+//!
+//! | what | structure | cost |
+//! |---|---|---|
+//! | entries | slab of [`PeEntry`] addressed by [`EntryId`], plus compact side arrays (selection links, positions, timers) | - |
+//! | (pool, PE ID) -> entry | seeded hash map | O(1) |
+//! | pools | seeded hash map by handle, B-tree in handle order | O(1) / O(log P) |
+//! | PE ID order in a pool | B-tree (paging only) | O(log n) |
+//! | RR, PRIO, LU family, WRR | key-ordered groups of circular lists (round robin within ties) | update O(log n), resolve O(k) |
+//! | RAND | member array | resolve O(k) |
+//! | WRAND, RLU family, WRAND-DPF | Fenwick tree of weights | update O(log n), resolve O(k log n) |
+//! | ownership | per-registrar member array, count and checksum | O(1) |
+//! | deadlines | binary heap, lazy re-arm | next O(1), arm O(log n), later re-arm O(1) |
+//!
+//! Identical re-registrations are recognised by a seeded 64-bit fingerprint
+//! of the element and keep the stored copy. Performance figures against the
+//! reference implementation are in `docs/PERFORMANCE.md` (bench:
+//! `cargo bench -p rserpool-handlespace --bench handlespace`).
+//!
 //! ```
 //! use rserpool_handlespace::Handlespace;
 //! use rserpool_wire::*;

@@ -3,7 +3,7 @@
 
 use crate::selection::Selection;
 use rserpool_wire::{Policy, PolicyType, PoolHandle, Protocol, TransportUse, UserTransport};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 /// The transport protocol a pool's PEs must share (RFC 5352 §3.1 rule 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,8 +51,9 @@ pub(crate) struct Pool {
     /// and the weighted ones; empty otherwise); the entry's `Pos::pool`
     /// indexes this.
     pub members: Vec<u32>,
-    /// PE ID -> entry, for paging in a stable order.
-    pub by_id: BTreeMap<u32, u32>,
+    /// The PE IDs in order, for paging (entries are found through the
+    /// handlespace's hash map; keys only keep the B-tree nodes small).
+    pub by_id: BTreeSet<u32>,
     pub selection: Selection,
 }
 

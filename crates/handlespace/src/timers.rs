@@ -114,6 +114,13 @@ impl TimerQueue {
         self.settle();
     }
 
+    /// Starts loading entry `i`'s timer slots into the cache.
+    pub(crate) fn prefetch(&self, i: u32) {
+        if let Some(s) = self.slots.get(i as usize) {
+            crate::handlespace::prefetch(s);
+        }
+    }
+
     /// Disarms both timers of a removed entry.
     pub(crate) fn clear(&mut self, i: u32) {
         let Some(slots) = self.slots.get_mut(i as usize) else {
