@@ -38,7 +38,7 @@ use sctp_proto::{
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use super::{
     AssociationId, CloseMode, CloseReason, EndpointConfig, Event, Message, Ppid, Side, Transport,
@@ -536,6 +536,8 @@ struct Conn {
     unordered_streams: HashSet<u16>,
     /// Closed; remove after its last packets are sent.
     dead: bool,
+    /// Its state machine panicked: never touch it again, only remove it.
+    poisoned: bool,
 }
 
 struct Driver {
@@ -803,6 +805,9 @@ impl Driver {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
+            if c.poisoned {
+                continue;
+            }
             if c.handshake_deadline.is_some_and(|d| d <= now) && !c.up {
                 c.handshake_deadline = None;
                 inc(&self.shared.counters.handshake_timeouts);
@@ -924,6 +929,7 @@ impl Driver {
             armed: None,
             unordered_streams: HashSet::new(),
             dead: false,
+            poisoned: false,
         };
         self.timers.push(Reverse((now + share, id)));
         self.routes.insert(key, id);
@@ -1018,10 +1024,25 @@ impl Driver {
             // RFC 6951 5.5: follow the peer's UDP source port.
             c.peer_udp = from;
             c.sock = sock;
-            if let Err(e) = c.assoc.handle_packet(now, from, data) {
-                inc(&counters.bad_packets);
-                debug!(%id, %from, %e, "bad packet dropped");
-                return;
+            // sctp-proto is fuzzed (see its vendored tests), but a parser
+            // bug must cost one association, not the whole endpoint.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                c.assoc.handle_packet(now, from, data)
+            }));
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    inc(&counters.bad_packets);
+                    debug!(%id, %from, %e, "bad packet dropped");
+                    return;
+                }
+                Err(_) => {
+                    inc(&counters.bad_packets);
+                    warn!(%id, %from, "association state machine panicked on a packet; association dropped");
+                    c.poisoned = true;
+                    self.finish(id, CloseReason::Aborted);
+                    return;
+                }
             }
             self.mark_dirty(id);
             self.process_events(id);
@@ -1083,10 +1104,21 @@ impl Driver {
         let remote = SocketAddr::new(from.ip(), h.src_port);
         let mut assoc =
             Association::new_unbound(SctpSide::Server, cfg, self.max_payload, remote, now);
-        if let Err(e) = assoc.handle_packet(now, from, data) {
-            inc(&counters.bad_packets);
-            debug!(%from, %e, "bad INIT dropped");
-            return;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assoc.handle_packet(now, from, data)
+        }));
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                inc(&counters.bad_packets);
+                debug!(%from, %e, "bad INIT dropped");
+                return;
+            }
+            Err(_) => {
+                inc(&counters.bad_packets);
+                warn!(%from, "state machine panicked on an INIT; dropped");
+                return;
+            }
         }
         let key = (from.ip(), h.src_port, h.dst_port);
         let deadline = now + self.config.handshake_timeout;
@@ -1105,6 +1137,7 @@ impl Driver {
                 armed: None,
                 unordered_streams: HashSet::new(),
                 dead: false,
+                poisoned: false,
             },
         );
         self.routes.insert(key, id);
@@ -1364,6 +1397,10 @@ impl Driver {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
+            if c.poisoned {
+                self.remove_conn(id);
+                continue;
+            }
             let (sock, to) = (c.sock, c.peer_udp);
             let mut packets = Vec::new();
             while let Some(t) = c.assoc.poll_transmit(now) {

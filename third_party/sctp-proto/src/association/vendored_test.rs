@@ -486,3 +486,50 @@ fn protocol_violation_aborts_instead_of_silently_closing() {
         }
     )));
 }
+
+#[test]
+fn mutated_packets_never_panic() {
+    // Real packets of a session, mutated behind the common header (tag
+    // kept, checksum fixed) and fed to an established association; a fresh
+    // pair replaces one that the garbage closed. Must never panic.
+    let mut p = Pair::established();
+    let mut samples: Vec<Bytes> = vec![];
+    write(
+        &mut p.c,
+        0,
+        PayloadProtocolIdentifier::Other(11),
+        &[1u8; 3000],
+    );
+    write(&mut p.c, 1, PayloadProtocolIdentifier::Other(12), b"x");
+    samples.extend(p.pump().into_iter().filter(|(c, _)| *c).map(|(_, b)| b));
+    p.c.shutdown().unwrap();
+    samples.extend(p.pump().into_iter().filter(|(c, _)| *c).map(|(_, b)| b));
+    assert!(samples.len() >= 3);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut p = Pair::established();
+    for round in 0..30_000 {
+        if p.s.is_closed() || !p.s.is_established() {
+            p = Pair::established();
+        }
+        let mut b = BytesMut::from(&samples[round % samples.len()][..]);
+        b[4..8].copy_from_slice(&p.s.my_verification_tag().to_be_bytes());
+        for _ in 0..1 + rnd() % 4 {
+            let at = 12 + (rnd() as usize) % (b.len() - 12);
+            b[at] = rnd() as u8;
+        }
+        if rnd() % 8 == 0 {
+            let cut = 12 + (rnd() as usize) % (b.len() - 12);
+            b.truncate(cut);
+        }
+        let _ =
+            p.s.handle_packet(p.now, C_ADDR.parse().unwrap(), with_crc(b));
+        let _ = drain(&mut p.s, p.now);
+        let _ = events(&mut p.s);
+    }
+}
