@@ -592,7 +592,9 @@ impl Registrar {
             let m = update(None, false, self);
             self.send_to_peer(*id, m);
         }
-        if ids.is_empty() {
+        // No suggestion before start-up is complete: the ownership view is
+        // not yet the scope's.
+        if ids.is_empty() || self.phase != Phase::Ready {
             return;
         }
         let view = self.ownership_view();
