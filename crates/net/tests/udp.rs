@@ -197,17 +197,24 @@ async fn init_flood_is_bounded_and_expires() {
         );
         raw.send_to(&pkt, udp).unwrap();
     }
-    // Let the driver take them all in.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let st = srv.stats();
+    // Let the driver take them all in (until its counters stop moving).
+    let mut st = srv.stats();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = srv.stats();
+        if now == st {
+            break;
+        }
+        st = now;
+    }
     assert!(st.associations <= 50, "{st:?}");
     // UDP on loopback may drop some of the burst; most INITs arrive and all
     // beyond the cap are refused.
     assert!(st.datagrams_in > 500, "{st:?}");
     assert_eq!(
-        st.inits_dropped + st.associations,
+        st.inits_dropped + st.associations + st.handshake_timeouts,
         st.datagrams_in,
-        "every INIT is either a half-open association or dropped: {st:?}"
+        "every INIT is a half-open association (maybe expired by now) or dropped: {st:?}"
     );
     // Half-open associations expire after the handshake timeout.
     tokio::time::sleep(Duration::from_millis(900)).await;
