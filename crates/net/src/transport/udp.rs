@@ -702,6 +702,7 @@ impl Driver {
     }
 
     async fn run(mut self) {
+        let mut bufs: Vec<Vec<u8>> = self.sockets.iter().map(|_| vec![0u8; 65_536]).collect();
         let mut rx = RecvBatch::new();
         loop {
             let next_timer = self.next_timer();
@@ -724,9 +725,13 @@ impl Driver {
                         }
                     }
                 }
-                ready = recv_ready(&self.sockets), if !self.paused() => {
-                    match ready {
-                        Ok(()) => self.drain_sockets(&mut rx),
+                first = recv_any(&self.sockets, &mut bufs), if !self.paused() => {
+                    match first {
+                        Ok((idx, from, len)) => {
+                            let data = Bytes::copy_from_slice(&bufs[idx][..len]);
+                            self.handle_datagram(idx, from, data);
+                            self.drain_sockets(&mut rx);
+                        }
                         Err(e) => {
                             // ICMP errors surface here on some systems; they
                             // are not fatal for an unconnected socket.
@@ -1599,14 +1604,18 @@ fn send_batch(s: &UdpSocket, pkts: &[(usize, SocketAddr, Bytes)]) -> io::Result<
     s.try_send_to(&pkts[0].2, pkts[0].1).map(|_| 1)
 }
 
-/// Waits until one of the sockets is readable; the caller then reads
-/// batches with [`Driver::drain_sockets`] (one system call less per wake-up
-/// than reading the first datagram here).
-async fn recv_ready(sockets: &[UdpSocket]) -> io::Result<()> {
+/// Waits until one of the sockets has a datagram and reads it into that
+/// socket's buffer.
+async fn recv_any(
+    sockets: &[UdpSocket],
+    bufs: &mut [Vec<u8>],
+) -> io::Result<(usize, SocketAddr, usize)> {
     std::future::poll_fn(|cx| {
-        for s in sockets {
-            match s.poll_recv_ready(cx) {
-                Poll::Ready(r) => return Poll::Ready(r),
+        for (i, s) in sockets.iter().enumerate() {
+            let mut rb = tokio::io::ReadBuf::new(&mut bufs[i]);
+            match s.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => return Poll::Ready(Ok((i, from, rb.filled().len()))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
             }
         }
