@@ -555,3 +555,28 @@ async fn mutated_packets_with_valid_tags_never_kill_the_endpoint() {
     };
     assert_eq!((m.assoc, &m.data[..]), (b, &b"alive"[..]));
 }
+
+#[tokio::test]
+async fn bad_configuration_is_refused_at_bind() {
+    let bad = TransportConfig {
+        dead_peer_timeout: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_secs(1),
+        ..TransportConfig::default()
+    };
+    let err = UdpTransport::bind(
+        EndpointConfig::server(["127.0.0.1:0".parse().unwrap()]).with_transport(bad),
+        UdpConfig {
+            udp_port: 0,
+            ..UdpConfig::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            rserpool_net::transport::TransportError::InvalidConfig(_)
+        ),
+        "{err}"
+    );
+    assert!(TransportConfig::default().validate().is_ok());
+}

@@ -122,6 +122,7 @@ impl MemoryNetwork {
     /// picks a free port, an empty address list binds `127.0.0.1` on a free
     /// port. Fails if an address is already bound on this network.
     pub fn bind(&self, config: EndpointConfig) -> Result<MemoryTransport, TransportError> {
+        config.transport.validate()?;
         let mut net = self.lock();
         let mut addrs = if config.local_addrs.is_empty() {
             vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)]

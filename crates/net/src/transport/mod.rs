@@ -182,6 +182,9 @@ pub enum TransportError {
     /// Binding or socket setup failed.
     #[error("I/O error: {0}")]
     Io(String),
+    /// The configuration is unusable (see [`TransportConfig::validate`]).
+    #[error("invalid transport configuration: {0}")]
+    InvalidConfig(String),
     /// The endpoint has shut down (its driver stopped); nothing more will
     /// happen on it.
     #[error("transport endpoint closed")]
@@ -228,6 +231,39 @@ pub struct TransportConfig {
     /// Maximum number of associations in the handshake at once (bounds the
     /// state an INIT flood can create). Default 1,024.
     pub max_pending_handshakes: usize,
+}
+
+impl TransportConfig {
+    /// Checks that the tunables make sense together; backends call it when
+    /// binding, so a bad configuration stops start-up with one line.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        let bad = |m: &str| Err(TransportError::InvalidConfig(m.to_string()));
+        if self.max_message_size == 0 || self.max_message_size > (1 << 30) {
+            return bad("max_message_size must be within 1 byte..=1 GiB");
+        }
+        if self.streams == 0 {
+            return bad("streams must be at least 1");
+        }
+        if self.heartbeat_interval.is_zero() {
+            return bad("heartbeat_interval must be positive");
+        }
+        if self.dead_peer_timeout < self.heartbeat_interval {
+            return bad("dead_peer_timeout must be at least heartbeat_interval");
+        }
+        if self.rto_min.is_zero()
+            || self.rto_min > self.rto_initial
+            || self.rto_initial > self.rto_max
+        {
+            return bad("need 0 < rto_min <= rto_initial <= rto_max");
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake_timeout must be positive");
+        }
+        if self.max_associations == 0 || self.max_pending_handshakes == 0 {
+            return bad("max_associations and max_pending_handshakes must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 impl Default for TransportConfig {

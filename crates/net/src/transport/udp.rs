@@ -307,15 +307,11 @@ impl UdpTransport {
     pub fn bind(config: EndpointConfig, udp: UdpConfig) -> Result<Self, TransportError> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| TransportError::Io("UdpTransport::bind needs a tokio runtime".into()))?;
-        let t = &config.transport;
-        if t.max_message_size == 0 || t.max_message_size > u32::MAX as usize / 4 {
-            return Err(TransportError::Io("max_message_size out of range".into()));
-        }
-        if t.streams == 0 {
-            return Err(TransportError::Io("streams must be at least 1".into()));
-        }
+        config.transport.validate()?;
         if udp.mtu < 512 || udp.mtu > 65_000 {
-            return Err(TransportError::Io("mtu must be within 512..=65000".into()));
+            return Err(TransportError::InvalidConfig(
+                "mtu must be within 512..=65000".into(),
+            ));
         }
         let mut ips: Vec<IpAddr> = Vec::new();
         for a in &config.local_addrs {
