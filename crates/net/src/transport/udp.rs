@@ -14,6 +14,11 @@
 //! association gets its own SCTP source port, so several associations to one
 //! peer never share a 4-tuple (kernel peers insist on that).
 //!
+//! Talking to kernel SCTP: a Linux peer receives encapsulated SCTP once
+//! `sysctl net.sctp.udp_port=9899` is set, and sends it on associations
+//! (or sockets) whose `SCTP_REMOTE_UDP_ENCAPS_PORT` is our UDP port; see
+//! `KernelOptions::udp_encap_port` of the kernel backend.
+//!
 //! Hostile input: packets that are short, fail CRC-32C, carry a wrong
 //! verification tag or do not parse are counted ([`UdpStats`]), logged at
 //! debug level and dropped. Packets for unknown associations get an ABORT
