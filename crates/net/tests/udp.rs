@@ -580,3 +580,30 @@ async fn bad_configuration_is_refused_at_bind() {
     );
     assert!(TransportConfig::default().validate().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_connecting_association_ends_the_whole_connect() {
+    let mut srv = server(&["127.0.0.1:0"], cfg());
+    let good = srv.local_addrs()[0];
+    // Nothing answers on 127.0.0.2, so the first address hangs.
+    let silent: SocketAddr = SocketAddr::new("127.0.0.2".parse().unwrap(), good.port());
+    let mut c = client_of(&srv, "127.0.0.1:0", UdpConfig::default());
+    let a = c.connect(&[silent, good]).await.unwrap();
+    c.close(a, rserpool_net::transport::CloseMode::Abort)
+        .await
+        .unwrap();
+    match next(&mut c).await {
+        Event::AssociationDown { assoc, reason } => {
+            assert_eq!((assoc, reason), (a, CloseReason::HandshakeFailed))
+        }
+        other => panic!("expected AssociationDown, got {other:?}"),
+    }
+    // The second address was never tried.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), srv.next_event())
+            .await
+            .is_err(),
+        "server saw an association"
+    );
+}

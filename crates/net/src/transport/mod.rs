@@ -229,7 +229,8 @@ pub struct TransportConfig {
     /// Default 10,000.
     pub max_associations: usize,
     /// Maximum number of associations in the handshake at once (bounds the
-    /// state an INIT flood can create). Default 1,024.
+    /// state an INIT flood can create; the UDP backend applies it to
+    /// handshakes started by peers). Default 1,024.
     pub max_pending_handshakes: usize,
 }
 

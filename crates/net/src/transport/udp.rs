@@ -527,8 +527,10 @@ struct Conn {
     /// Index into the driver's sockets.
     sock: usize,
     up: bool,
-    /// Handshake deadline (until established).
+    /// Handshake deadline (until established) for the current address.
     handshake_deadline: Option<Instant>,
+    /// Deadline of the whole connect over all addresses (client only).
+    connect_deadline: Instant,
     /// Remaining addresses to try if the handshake fails (client only).
     fallback: Vec<SocketAddr>,
     /// The timer instant last pushed to the heap.
@@ -873,6 +875,8 @@ impl Driver {
                 if c.dead {
                     return;
                 }
+                // Closing a connecting association ends the whole connect.
+                c.fallback.clear();
                 match mode {
                     CloseMode::Abort => c.assoc.abort(),
                     CloseMode::Graceful => {
@@ -926,6 +930,7 @@ impl Driver {
             sock,
             up: false,
             handshake_deadline: Some(now + share),
+            connect_deadline: deadline,
             fallback: peers,
             armed: None,
             unordered_streams: HashSet::new(),
@@ -937,7 +942,6 @@ impl Driver {
         *self.used_ports.entry(local_port).or_insert(0) += 1;
         self.conns.insert(id, conn);
         self.shared.live.fetch_add(1, Ordering::Relaxed);
-        self.pending_handshakes += 1;
         self.mark_dirty(id);
     }
 
@@ -1134,6 +1138,7 @@ impl Driver {
                 sock,
                 up: false,
                 handshake_deadline: Some(deadline),
+                connect_deadline: deadline,
                 fallback: Vec::new(),
                 armed: None,
                 unordered_streams: HashSet::new(),
@@ -1199,7 +1204,9 @@ impl Driver {
                 SctpEvent::Connected if !c.up => {
                     c.up = true;
                     c.handshake_deadline = None;
-                    self.pending_handshakes = self.pending_handshakes.saturating_sub(1);
+                    if c.side == Side::Server {
+                        self.pending_handshakes = self.pending_handshakes.saturating_sub(1);
+                    }
                     out.push(Event::AssociationUp {
                         assoc: id,
                         side: c.side,
@@ -1271,10 +1278,11 @@ impl Driver {
         if c.side == Side::Client && !c.fallback.is_empty() {
             let peers = std::mem::take(&mut c.fallback);
             let key = c.key;
+            // The remaining addresses share what is left of the overall
+            // handshake time.
+            let deadline = c.connect_deadline.max(now + Duration::from_millis(1));
             self.remove_conn(id);
             self.routes.remove(&key);
-            self.pending_handshakes = self.pending_handshakes.saturating_sub(1);
-            let deadline = now + self.config.handshake_timeout;
             self.start_connect(id, peers, Some(deadline));
             return;
         }
@@ -1293,7 +1301,7 @@ impl Driver {
             return;
         }
         c.dead = true;
-        if !c.up {
+        if !c.up && c.side == Side::Server {
             self.pending_handshakes = self.pending_handshakes.saturating_sub(1);
         }
         let report = c.up || c.side == Side::Client;
