@@ -6,13 +6,18 @@ use crate::hashing::Map;
 use crate::owners::Owners;
 use crate::pool::{Pool, PoolInfo, classify};
 use crate::selection::{self, Node, Selection};
-use crate::timers::{NEVER, TimerKind, TimerQueue};
+use crate::timers::{TimerKind, TimerQueue};
 use rand::RngCore;
 use rserpool_wire::checksum::pe_sum;
-use rserpool_wire::{PeChecksum, PeId, PolicyType, PoolElement, PoolHandle, PrId, UserTransport};
+use rserpool_wire::{PeId, PolicyType, PoolElement, PoolHandle, PrId, UserTransport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
+
+mod deadlines;
+mod invariants;
+mod ownership;
+mod paging;
 
 /// Limits and defaults of a handlespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,8 +254,7 @@ impl Handlespace {
         self.pools[p as usize].as_ref().expect("live pool")
     }
 
-    // ---- registration ----------------------------------------------------
-
+    // ---- registration ----------------------------------------
     /// Registers or re-registers `pe` in pool `handle` at time `now`
     /// (ASAP_REGISTRATION after the registrar set the home registrar, or an
     /// ENRP_HANDLE_UPDATE ADD_PE / handle table entry from a peer).
@@ -594,8 +598,7 @@ impl Handlespace {
         }
     }
 
-    // ---- lookups -----------------------------------------------------------
-
+    // ---- lookups ----------------------------------------
     /// The entry of PE `pe` in pool `handle`.
     #[inline]
     pub fn lookup(&self, handle: &PoolHandle, pe: PeId) -> Option<EntryId> {
@@ -659,8 +662,7 @@ impl Handlespace {
             .filter_map(|(i, e)| e.as_ref().map(|e| (EntryId(i as u32), e)))
     }
 
-    // ---- selection ---------------------------------------------------------
-
+    // ---- selection ----------------------------------------
     /// The number of PEs a resolution asking for `items` returns at most:
     /// the configured default when absent or zero, else capped by `max_items`.
     pub fn items_wanted(&self, items: Option<u32>) -> usize {
@@ -711,359 +713,5 @@ impl Handlespace {
             }
         }
         Ok(*policy_type)
-    }
-
-    // ---- ownership -----------------------------------------------------------
-
-    /// How many PEs `pr` owns.
-    pub fn owned_count(&self, pr: PrId) -> usize {
-        self.owners.get(pr).map_or(0, |s| s.members.len())
-    }
-
-    /// The PEs `pr` owns (in no particular order).
-    pub fn owned(&self, pr: PrId) -> impl ExactSizeIterator<Item = EntryId> + '_ {
-        self.owners
-            .get(pr)
-            .map_or(&[][..], |s| &s.members[..])
-            .iter()
-            .map(|&i| EntryId(i))
-    }
-
-    /// Every registrar that owns PEs, with its count.
-    pub fn owner_counts(&self) -> impl Iterator<Item = (PrId, usize)> + '_ {
-        self.owners.sets().iter().map(|s| (s.pr, s.members.len()))
-    }
-
-    /// Makes `to` the home registrar of PE `pe` of pool `handle`
-    /// (TAKEOVER_SERVER, or a takeover completing); clears its
-    /// resynchronisation mark. `None` if the PE is unknown.
-    pub fn set_owner(
-        &mut self,
-        handle: &PoolHandle,
-        pe: PeId,
-        to: Option<PrId>,
-    ) -> Option<OwnerChange> {
-        let i = self.lookup(handle, pe)?.0;
-        let from = self.e(i).element.home_registrar;
-        if from != to {
-            self.move_owner(i, from, to);
-        }
-        self.e_mut(i).marked = false;
-        Some(OwnerChange { from, to })
-    }
-
-    /// Makes `to` the home registrar of every PE `from` owns (a peer taking
-    /// over a failed registrar); returns how many moved.
-    pub fn reassign_owner(&mut self, from: PrId, to: PrId) -> usize {
-        if from == to {
-            return self.owned_count(from);
-        }
-        let Some(set) = self.owners.take(from) else {
-            return 0;
-        };
-        for &i in &set.members {
-            let contribution = self.e(i).contribution;
-            self.pos[i as usize].owner = self.owners.add(to, i, contribution);
-            let e = self.entries[i as usize].as_mut().expect("live entry");
-            e.element.home_registrar = Some(to);
-            e.fingerprint = self.fingerprints.hash_one(&e.element);
-            e.marked = false;
-        }
-        set.members.len()
-    }
-
-    /// The PE checksum over the PEs `pr` owns (RFC 5353 §3.6.2), kept
-    /// incrementally: O(1).
-    #[inline]
-    pub fn checksum(&self, pr: PrId) -> u16 {
-        self.owners.checksum(pr)
-    }
-
-    /// [`Self::checksum`] computed from scratch over all entries (a cross-check).
-    pub fn recompute_checksum(&self, pr: PrId) -> u16 {
-        PeChecksum::compute(
-            self.iter()
-                .filter(|(_, e)| e.element.home_registrar == Some(pr))
-                .map(|(_, e)| (&self.pool_ref(e.pool).handle, e.element.id)),
-        )
-        .value()
-    }
-
-    /// The checksum over every PE regardless of owner, from scratch.
-    pub fn recompute_total_checksum(&self) -> u16 {
-        PeChecksum::compute(
-            self.iter()
-                .map(|(_, e)| (&self.pool_ref(e.pool).handle, e.element.id)),
-        )
-        .value()
-    }
-
-    // ---- resynchronisation -------------------------------------------------
-
-    /// Marks every PE `pr` owns (RFC 5353 §3.6.3 step 1); returns how many.
-    pub fn mark_owned(&mut self, pr: PrId) -> usize {
-        let Self {
-            owners, entries, ..
-        } = self;
-        let Some(set) = owners.get(pr) else { return 0 };
-        for &i in &set.members {
-            entries[i as usize].as_mut().expect("live entry").marked = true;
-        }
-        set.members.len()
-    }
-
-    /// Clears the mark of one PE (re-registration clears it too); false if unknown.
-    pub fn unmark(&mut self, handle: &PoolHandle, pe: PeId) -> bool {
-        match self.lookup(handle, pe) {
-            Some(id) => {
-                self.e_mut(id.0).marked = false;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Removes the PEs `pr` owns that are still marked and returns them.
-    pub fn sweep_marked(&mut self, pr: PrId) -> Vec<Removed> {
-        let marked: Vec<u32> = self
-            .owned(pr)
-            .filter(|id| self.e(id.0).marked)
-            .map(|id| id.0)
-            .collect();
-        marked
-            .into_iter()
-            .filter_map(|i| self.remove(EntryId(i)))
-            .collect()
-    }
-
-    // ---- paging ----------------------------------------------------------------
-
-    /// Appends to `out` (not cleared) up to `max` PEs in (pool handle, PE ID)
-    /// order, starting after `after`, only those owned by `owner` if given;
-    /// returns whether more follow (the M flag of a handle table response).
-    /// The cursor stays valid while the handlespace changes between pages.
-    pub fn page(
-        &self,
-        after: Option<(&PoolHandle, PeId)>,
-        owner: Option<PrId>,
-        max: usize,
-        out: &mut Vec<EntryId>,
-    ) -> bool {
-        let mut taken = 0;
-        let wanted = |i: u32| owner.is_none() || self.e(i).element.home_registrar == owner;
-        let mut visit = |ids: &mut dyn Iterator<Item = u32>| -> bool {
-            for i in ids {
-                if !wanted(i) {
-                    continue;
-                }
-                if taken == max {
-                    return true;
-                }
-                out.push(EntryId(i));
-                taken += 1;
-            }
-            false
-        };
-        let rest: Box<dyn Iterator<Item = &u32>> = match after {
-            Some((h, pe)) => {
-                if let Some(&p) = self.pool_order.get(h) {
-                    if visit(&mut self.ids_in_order(p, Bound::Excluded(pe.0))) {
-                        return true;
-                    }
-                }
-                Box::new(
-                    self.pool_order
-                        .range::<PoolHandle, _>((Bound::Excluded(h), Bound::Unbounded))
-                        .map(|(_, p)| p),
-                )
-            }
-            None => Box::new(self.pool_order.values()),
-        };
-        for &p in rest {
-            if visit(&mut self.ids_in_order(p, Bound::Unbounded)) {
-                return true;
-            }
-        }
-        false
-    }
-
-    // ---- timers ----------------------------------------------------------------
-
-    /// Arms (or re-arms) a deadline of PE `pe` of pool `handle`; false if the
-    /// PE is unknown. `u64::MAX` means "never" and cancels.
-    pub fn set_timer(
-        &mut self,
-        handle: &PoolHandle,
-        pe: PeId,
-        kind: TimerKind,
-        deadline: u64,
-    ) -> bool {
-        match self.lookup(handle, pe) {
-            Some(id) => {
-                // A looked-up entry is live: no second check.
-                self.timers.set(id.0, kind, deadline);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// [`Self::set_timer`] by entry.
-    pub fn set_timer_entry(&mut self, id: EntryId, kind: TimerKind, deadline: u64) -> bool {
-        if self.entry(id).is_none() {
-            return false;
-        }
-        self.timers.set(id.0, kind, deadline);
-        true
-    }
-
-    /// Disarms a deadline; false if the PE is unknown.
-    pub fn cancel_timer(&mut self, handle: &PoolHandle, pe: PeId, kind: TimerKind) -> bool {
-        self.set_timer(handle, pe, kind, NEVER)
-    }
-
-    /// [`Self::cancel_timer`] by entry.
-    pub fn cancel_timer_entry(&mut self, id: EntryId, kind: TimerKind) -> bool {
-        self.set_timer_entry(id, kind, NEVER)
-    }
-
-    /// The armed deadline of this kind of an entry, if any.
-    pub fn deadline(&self, id: EntryId, kind: TimerKind) -> Option<u64> {
-        self.entry(id)?;
-        self.timers.deadline(id.0, kind)
-    }
-
-    /// The earliest armed deadline with its entry and kind: O(1).
-    #[inline]
-    pub fn next_deadline(&self) -> Option<(u64, EntryId, TimerKind)> {
-        self.timers.next().map(|(d, i, k)| (d, EntryId(i), k))
-    }
-
-    /// Takes the earliest deadline if it is at or before `now`, disarming it
-    /// (the entry itself stays). Call until `None`.
-    pub fn pop_expired(&mut self, now: u64) -> Option<Expired> {
-        let (deadline, i, kind) = self.timers.pop_due(now)?;
-        let e = self.e(i);
-        Some(Expired {
-            entry: EntryId(i),
-            pool: self.pool_ref(e.pool).handle.clone(),
-            pe: e.element.id,
-            kind,
-            deadline,
-        })
-    }
-
-    /// Number of armed deadlines.
-    pub fn armed_timers(&self) -> usize {
-        self.timers.armed()
-    }
-
-    // ---- invariants --------------------------------------------------------
-
-    /// Checks every index against the entries and the checksums against a
-    /// full recomputation; a description of the first disagreement found.
-    /// O(n log n): for tests and debugging.
-    #[doc(hidden)]
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let live = self.entries.iter().filter(|e| e.is_some()).count();
-        if live != self.len || self.by_key.len() != self.len {
-            return Err(format!(
-                "len {} live {live} by_key {}",
-                self.len,
-                self.by_key.len()
-            ));
-        }
-        for &f in &self.free {
-            if self.entries[f as usize].is_some() {
-                return Err(format!("free slot {f} is live"));
-            }
-        }
-        let mut owned = 0;
-        for (id, e) in self.iter() {
-            let i = id.0;
-            let Some(Some(pool)) = self.pools.get(e.pool as usize) else {
-                return Err(format!("entry {i} in dead pool"));
-            };
-            let at = self.pos[i as usize];
-            let in_members = !pool.selection.draws_from_members()
-                || pool.members.get(at.pool as usize) == Some(&i);
-            if !in_members
-                || !pool.by_id.contains(&e.element.id.0)
-                || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i)
-            {
-                return Err(format!("entry {i}: pool indices disagree"));
-            }
-            if e.fingerprint != self.fingerprints.hash_one(&e.element)
-                || e.transport_hash != self.fingerprints.hash_one(&e.element.user_transport)
-                || e.asap_hash != self.fingerprints.hash_one(&e.element.asap_transport)
-            {
-                return Err(format!("entry {i}: stale fingerprint"));
-            }
-            if e.contribution != pe_sum(&pool.handle, e.element.id) {
-                return Err(format!("entry {i}: stale checksum contribution"));
-            }
-            if e.element.policy.policy_type() != pool.policy_type {
-                return Err(format!("entry {i}: policy differs from pool"));
-            }
-            if let Some(pr) = e.element.home_registrar {
-                owned += 1;
-                let ok = self
-                    .owners
-                    .get(pr)
-                    .and_then(|s| s.members.get(at.owner as usize))
-                    == Some(&i);
-                if !ok {
-                    return Err(format!("entry {i}: owner index disagrees"));
-                }
-            }
-        }
-        let owner_total: usize = self.owners.sets().iter().map(|s| s.members.len()).sum();
-        if owner_total != owned {
-            return Err(format!(
-                "owner sets hold {owner_total}, {owned} owned entries"
-            ));
-        }
-        for s in self.owners.sets() {
-            if s.members.is_empty() {
-                return Err(format!("empty owner set for {}", s.pr));
-            }
-            if s.value != s.checksum.value() || s.value != self.recompute_checksum(s.pr) {
-                return Err(format!("checksum of {} differs from recomputation", s.pr));
-            }
-        }
-        let pools = self.pools.iter().filter(|p| p.is_some()).count();
-        if pools != self.pool_index.len() || pools != self.pool_order.len() {
-            return Err("pool indices disagree on the pool count".into());
-        }
-        for (p, pool) in self.pools.iter().enumerate() {
-            let Some(pool) = pool else { continue };
-            let p = p as u32;
-            let members: Vec<u32> = if pool.selection.draws_from_members() {
-                pool.members.clone()
-            } else {
-                self.ids_in_order(p, Bound::Unbounded).collect()
-            };
-            let members_ok = if pool.selection.draws_from_members() {
-                pool.members.len() == pool.by_id.len()
-            } else {
-                pool.members.is_empty()
-            };
-            if pool.by_id.is_empty()
-                || !members_ok
-                || self.pool_index.get(&pool.handle) != Some(&p)
-                || self.pool_order.get(&pool.handle) != Some(&p)
-            {
-                return Err(format!("pool {}: indices disagree", pool.handle));
-            }
-            pool.selection
-                .check(&self.nodes, &members, |m| {
-                    let e = self.e(m);
-                    (e.element.policy.clone(), e.counter)
-                })
-                .map_err(|s| format!("pool {}: {s}", pool.handle))?;
-        }
-        self.timers
-            .check(|i| matches!(self.entries.get(i as usize), Some(Some(_))))?;
-        Ok(())
     }
 }
