@@ -222,15 +222,16 @@ pub struct TransportConfig {
     /// Upper bound of the retransmission timeout. Default 1 s.
     pub rto_max: Duration,
     /// How long an association may take to come up before it is reported
-    /// [`CloseReason::HandshakeFailed`]. Default 5 s.
+    /// [`CloseReason::HandshakeFailed`] (also bounds how long a State Cookie
+    /// stays valid). Default 5 s.
     pub handshake_timeout: Duration,
     /// Maximum number of established associations; further incoming ones
     /// are refused and `connect` fails with [`TransportError::LimitReached`].
     /// Default 10,000.
     pub max_associations: usize,
-    /// Maximum number of associations in the handshake at once (bounds the
-    /// state an INIT flood can create; the UDP backend applies it to
-    /// handshakes started by peers). Default 1,024.
+    /// Maximum number of associations in the handshake at once, where a
+    /// backend keeps state for them (the UDP backend keeps none for
+    /// handshakes started by peers: stateless cookies). Default 1,024.
     pub max_pending_handshakes: usize,
 }
 

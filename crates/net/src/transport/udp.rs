@@ -22,9 +22,13 @@
 //! Hostile input: packets that are short, fail CRC-32C, carry a wrong
 //! verification tag or do not parse are counted ([`UdpStats`]), logged at
 //! debug level and dropped. Packets for unknown associations get an ABORT
-//! (rate-limited) as RFC 9260 8.4 says. INIT floods are bounded by
-//! [`TransportConfig::max_pending_handshakes`] and
-//! [`TransportConfig::handshake_timeout`].
+//! (rate-limited) as RFC 9260 8.4 says. Handshakes started by peers keep no
+//! state until the peer echoes a valid State Cookie (RFC 9260 5.1.3: the
+//! INIT-ACK carries the handshake state, authenticated with HMAC-SHA-256
+//! under a per-endpoint random key, bound to the peer's address and valid
+//! for [`TransportConfig::handshake_timeout`]), so an INIT flood cannot
+//! exhaust memory; INIT-ACKs are rate-limited
+//! ([`UdpConfig::init_acks_per_sec`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -85,6 +89,10 @@ pub struct UdpConfig {
     /// associations (so spoofed traffic cannot turn us into a reflector).
     /// Default 1000.
     pub ootb_replies_per_sec: u32,
+    /// Upper bound on INIT-ACKs sent per second (each INIT is answered
+    /// without keeping state, but the answers are larger than the INITs).
+    /// Default 10,000.
+    pub init_acks_per_sec: u32,
     /// Sees every datagram sent and received (for captures). Default none.
     pub capture: Option<CaptureHook>,
 }
@@ -97,6 +105,7 @@ impl Default for UdpConfig {
             socket_buffer: 4 << 20,
             mtu: 1452,
             ootb_replies_per_sec: 1000,
+            init_acks_per_sec: 10_000,
             capture: None,
         }
     }
@@ -110,6 +119,7 @@ impl fmt::Debug for UdpConfig {
             .field("socket_buffer", &self.socket_buffer)
             .field("mtu", &self.mtu)
             .field("ootb_replies_per_sec", &self.ootb_replies_per_sec)
+            .field("init_acks_per_sec", &self.init_acks_per_sec)
             .field("capture", &self.capture.is_some())
             .finish()
     }
@@ -132,7 +142,10 @@ pub struct UdpStats {
     pub out_of_the_blue: u64,
     /// ABORT / SHUTDOWN-COMPLETE replies sent to out-of-the-blue packets.
     pub ootb_replies: u64,
-    /// INITs dropped because the handshake or association limit was reached.
+    /// INIT-ACKs sent (each with a stateless State Cookie).
+    pub init_acks: u64,
+    /// INITs and COOKIE-ECHOs dropped because the association limit or the
+    /// INIT-ACK rate limit was reached.
     pub inits_dropped: u64,
     /// Associations removed because their handshake took too long.
     pub handshake_timeouts: u64,
@@ -151,6 +164,7 @@ struct Counters {
     bad_vtag: AtomicU64,
     out_of_the_blue: AtomicU64,
     ootb_replies: AtomicU64,
+    init_acks: AtomicU64,
     inits_dropped: AtomicU64,
     handshake_timeouts: AtomicU64,
     send_errors: AtomicU64,
@@ -171,6 +185,7 @@ impl Counters {
             bad_vtag: g(&self.bad_vtag),
             out_of_the_blue: g(&self.out_of_the_blue),
             ootb_replies: g(&self.ootb_replies),
+            init_acks: g(&self.init_acks),
             inits_dropped: g(&self.inits_dropped),
             handshake_timeouts: g(&self.handshake_timeouts),
             send_errors: g(&self.send_errors),
@@ -515,6 +530,36 @@ fn rand_u32() -> u32 {
 // ---------------------------------------------------------------------------
 // Driver
 
+/// Seconds since the Unix epoch (the State Cookie's clock; wall time, so it
+/// survives nothing but is comparable across the cookie's short life).
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// At most `limit` events per one-second window.
+#[derive(Default)]
+struct RateLimit {
+    window: Option<(Instant, u32)>,
+}
+
+impl RateLimit {
+    fn allow(&mut self, now: Instant, limit: u32) -> bool {
+        match &mut self.window {
+            Some((start, n)) if now.duration_since(*start) < Duration::from_secs(1) => {
+                if *n >= limit {
+                    return false;
+                }
+                *n += 1;
+            }
+            w => *w = Some((now, 1)),
+        }
+        true
+    }
+}
+
 /// (remote IP, remote SCTP port, local SCTP port).
 type Key = (IpAddr, u16, u16);
 
@@ -557,7 +602,9 @@ struct Driver {
     routes: HashMap<Key, AssociationId>,
     timers: BinaryHeap<Reverse<(Instant, AssociationId)>>,
     dirty: Vec<AssociationId>,
-    pending_handshakes: usize,
+    /// Signs the State Cookies of this endpoint.
+    cookie_secret: [u8; 32],
+    init_acks: RateLimit,
     next_local_port: u16,
     max_payload: u32,
     ootb_window: (Instant, u32),
@@ -569,6 +616,7 @@ struct Driver {
 const CT_INIT: u8 = 1;
 const CT_ABORT: u8 = 6;
 const CT_SHUTDOWN_ACK: u8 = 8;
+const CT_COOKIE_ECHO: u8 = 10;
 const CT_SHUTDOWN_COMPLETE: u8 = 14;
 
 /// The common header and first chunk of a packet, enough to route it.
@@ -664,7 +712,8 @@ impl Driver {
             routes: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
-            pending_handshakes: 0,
+            cookie_secret: sctp_proto::random_secret(),
+            init_acks: RateLimit::default(),
             next_local_port: 49152 + (rand_u32() % 16_000) as u16,
             max_payload,
             ootb_window: (Instant::now(), 0),
@@ -1063,6 +1112,9 @@ impl Driver {
         }
         match h.first_chunk {
             CT_INIT if h.vtag == 0 => self.accept_init(sock, from, &h, data, now),
+            CT_COOKIE_ECHO if Some(h.dst_port) == self.listen_port => {
+                self.accept_cookie(sock, from, &h, data, now)
+            }
             CT_ABORT | CT_SHUTDOWN_COMPLETE => {}
             CT_SHUTDOWN_ACK => {
                 let reply = reflected_packet(&h, CT_SHUTDOWN_COMPLETE, h.vtag);
@@ -1072,14 +1124,15 @@ impl Driver {
                 inc(&counters.bad_vtag);
             }
             _ => {
-                // Includes a COOKIE-ECHO whose half-open association already
-                // timed out: the ABORT makes the peer fail fast.
                 let reply = reflected_packet(&h, CT_ABORT, h.vtag);
                 self.reply_ootb(sock, from, reply, now);
             }
         }
     }
 
+    /// Answers an INIT on the listening port with an INIT-ACK whose State
+    /// Cookie holds the whole handshake state (RFC 9260 5.1.3): an INIT
+    /// flood costs CPU and (rate-limited) replies, never memory.
     fn accept_init(
         &mut self,
         sock: usize,
@@ -1088,7 +1141,6 @@ impl Driver {
         data: Bytes,
         now: Instant,
     ) {
-        let counters = &self.shared.counters;
         if Some(h.dst_port) != self.listen_port || h.initiate_tag == 0 {
             // Nobody listens on that port: refuse like a closed port.
             let reply = reflected_packet(h, CT_ABORT, h.initiate_tag);
@@ -1097,37 +1149,82 @@ impl Driver {
             }
             return;
         }
-        if self.pending_handshakes >= self.config.max_pending_handshakes
-            || self.shared.live.load(Ordering::Relaxed) >= self.config.max_associations
+        if self.shared.live.load(Ordering::Relaxed) >= self.config.max_associations
+            || !self.init_acks.allow(now, self.udp.init_acks_per_sec)
         {
-            inc(&counters.inits_dropped);
-            debug!(%from, "INIT dropped: handshake or association limit reached");
+            inc(&self.shared.counters.inits_dropped);
+            debug!(%from, "INIT dropped: association limit or INIT-ACK rate reached");
             return;
         }
-        let id = AssociationId(self.shared.next_assoc.fetch_add(1, Ordering::Relaxed));
         let cfg = self.sctp_config(h.dst_port, h.src_port);
-        let remote = SocketAddr::new(from.ip(), h.src_port);
-        let mut assoc =
-            Association::new_unbound(SctpSide::Server, cfg, self.max_payload, remote, now);
+        let secret = self.cookie_secret;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            assoc.handle_packet(now, from, data)
+            Association::stateless_init_ack(&data, from.ip(), &secret, unix_secs(), &cfg)
         }));
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(init_ack)) => {
+                inc(&self.shared.counters.init_acks);
+                self.send_datagram(sock, from, &init_ack);
+            }
             Ok(Err(e)) => {
-                inc(&counters.bad_packets);
+                inc(&self.shared.counters.bad_packets);
                 debug!(%from, %e, "bad INIT dropped");
+            }
+            Err(_) => {
+                inc(&self.shared.counters.bad_packets);
+                warn!(%from, "INIT handling panicked; dropped");
+            }
+        }
+    }
+
+    /// A COOKIE-ECHO for no known association: if its cookie is ours,
+    /// valid and fresh, the association starts here, established.
+    fn accept_cookie(
+        &mut self,
+        sock: usize,
+        from: SocketAddr,
+        h: &Header,
+        data: Bytes,
+        now: Instant,
+    ) {
+        let counters = &self.shared.counters;
+        if self.shared.live.load(Ordering::Relaxed) >= self.config.max_associations {
+            inc(&counters.inits_dropped);
+            debug!(%from, "COOKIE-ECHO dropped: association limit reached");
+            return;
+        }
+        let cfg = self.sctp_config(h.dst_port, h.src_port);
+        let lifetime = self.config.handshake_timeout.as_secs() + 1;
+        let (secret, max_payload) = (self.cookie_secret, self.max_payload);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Association::accept_cookie_echo(
+                data,
+                from,
+                &secret,
+                unix_secs(),
+                lifetime,
+                cfg,
+                max_payload,
+                now,
+            )
+        }));
+        let assoc = match r {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                // Forged, stale or for another endpoint: RFC 9260 5.1.5
+                // says to discard silently.
+                inc(&counters.bad_packets);
+                debug!(%from, %e, "COOKIE-ECHO refused");
                 return;
             }
             Err(_) => {
                 inc(&counters.bad_packets);
-                warn!(%from, "state machine panicked on an INIT; dropped");
+                warn!(%from, "COOKIE-ECHO handling panicked; dropped");
                 return;
             }
-        }
+        };
+        let id = AssociationId(self.shared.next_assoc.fetch_add(1, Ordering::Relaxed));
         let key = (from.ip(), h.src_port, h.dst_port);
-        let deadline = now + self.config.handshake_timeout;
-        self.timers.push(Reverse((deadline, id)));
         self.conns.insert(
             id,
             Conn {
@@ -1137,8 +1234,8 @@ impl Driver {
                 peer_udp: from,
                 sock,
                 up: false,
-                handshake_deadline: Some(deadline),
-                connect_deadline: deadline,
+                handshake_deadline: None,
+                connect_deadline: now,
                 fallback: Vec::new(),
                 armed: None,
                 unordered_streams: HashSet::new(),
@@ -1148,7 +1245,6 @@ impl Driver {
         );
         self.routes.insert(key, id);
         self.shared.live.fetch_add(1, Ordering::Relaxed);
-        self.pending_handshakes += 1;
         self.mark_dirty(id);
         self.process_events(id);
     }
@@ -1204,9 +1300,6 @@ impl Driver {
                 SctpEvent::Connected if !c.up => {
                     c.up = true;
                     c.handshake_deadline = None;
-                    if c.side == Side::Server {
-                        self.pending_handshakes = self.pending_handshakes.saturating_sub(1);
-                    }
                     out.push(Event::AssociationUp {
                         assoc: id,
                         side: c.side,
@@ -1301,9 +1394,6 @@ impl Driver {
             return;
         }
         c.dead = true;
-        if !c.up && c.side == Side::Server {
-            self.pending_handshakes = self.pending_handshakes.saturating_sub(1);
-        }
         let report = c.up || c.side == Side::Client;
         let key = c.key;
         if self.routes.get(&key) == Some(&id) {

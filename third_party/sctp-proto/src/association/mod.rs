@@ -113,6 +113,99 @@ pub enum AssociationError {
     LocallyAborted,
 }
 
+/// Vendored: the content of a stateless State Cookie (see
+/// `Association::stateless_init_ack`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StatelessCookie {
+    unix_secs: u64,
+    my_tag: u32,
+    my_tsn: u32,
+    peer_tag: u32,
+    peer_tsn: u32,
+    peer_arwnd: u32,
+    my_mis: u16,
+    my_os: u16,
+    peer_port: u16,
+    my_port: u16,
+    forward_tsn: bool,
+}
+
+const COOKIE_VERSION: u8 = 1;
+const COOKIE_BODY: usize = 1 + 8 + 5 * 4 + 4 * 2 + 1;
+const COOKIE_MAC: usize = 16;
+
+impl StatelessCookie {
+    fn mac(secret: &[u8], body: &[u8], peer_ip: IpAddr) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        // HMAC accepts keys of any length.
+        let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        m.update(body);
+        match peer_ip {
+            IpAddr::V4(a) => m.update(&a.octets()),
+            IpAddr::V6(a) => m.update(&a.octets()),
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    fn seal(&self, secret: &[u8], peer_ip: IpAddr) -> Bytes {
+        let mut b = bytes::BytesMut::with_capacity(COOKIE_BODY + COOKIE_MAC);
+        use bytes::BufMut;
+        b.put_u8(COOKIE_VERSION);
+        b.put_u64(self.unix_secs);
+        b.put_u32(self.my_tag);
+        b.put_u32(self.my_tsn);
+        b.put_u32(self.peer_tag);
+        b.put_u32(self.peer_tsn);
+        b.put_u32(self.peer_arwnd);
+        b.put_u16(self.my_mis);
+        b.put_u16(self.my_os);
+        b.put_u16(self.peer_port);
+        b.put_u16(self.my_port);
+        b.put_u8(self.forward_tsn as u8);
+        let mac = Self::mac(secret, &b, peer_ip);
+        b.put_slice(&mac[..COOKIE_MAC]);
+        b.freeze()
+    }
+
+    fn open(cookie: &[u8], secret: &[u8], peer_ip: IpAddr) -> Option<Self> {
+        use bytes::Buf;
+        if cookie.len() != COOKIE_BODY + COOKIE_MAC || cookie[0] != COOKIE_VERSION {
+            return None;
+        }
+        let (body, tag) = cookie.split_at(COOKIE_BODY);
+        let want = Self::mac(secret, body, peer_ip);
+        // Constant-time comparison: no early exit on the first difference.
+        let diff = want[..COOKIE_MAC]
+            .iter()
+            .zip(tag)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return None;
+        }
+        let mut r = &body[1..];
+        Some(StatelessCookie {
+            unix_secs: r.get_u64(),
+            my_tag: r.get_u32(),
+            my_tsn: r.get_u32(),
+            peer_tag: r.get_u32(),
+            peer_tsn: r.get_u32(),
+            peer_arwnd: r.get_u32(),
+            my_mis: r.get_u16(),
+            my_os: r.get_u16(),
+            peer_port: r.get_u16(),
+            my_port: r.get_u16(),
+            forward_tsn: r.get_u8() != 0,
+        })
+    }
+}
+
+/// Vendored: 32 random bytes from the crate's RNG, e.g. for the secret of
+/// [`Association::stateless_init_ack`].
+pub fn random_secret() -> [u8; 32] {
+    random::<[u8; 32]>()
+}
+
 /// Events of interest to the application
 #[non_exhaustive]
 #[derive(Debug)]
@@ -1027,6 +1120,140 @@ impl Association {
             None,
             now,
         )
+    }
+
+    /// Vendored: answers an INIT without creating any state (RFC 9260
+    /// 5.1.3): the INIT-ACK's State Cookie carries everything needed to
+    /// build the association later, authenticated with HMAC-SHA-256 under
+    /// `secret` and bound to the peer's IP address and the time
+    /// `unix_secs`. Returns the INIT-ACK packet to send back.
+    pub fn stateless_init_ack(
+        init: &Bytes,
+        peer_ip: IpAddr,
+        secret: &[u8],
+        unix_secs: u64,
+        config: &TransportConfig,
+    ) -> Result<Bytes> {
+        let p = PartialDecode::unmarshal(init)?.finish()?;
+        p.check_packet()?;
+        let [chunk] = p.chunks.as_slice() else {
+            return Err(Error::ErrInitChunkBundled);
+        };
+        let Some(i) = chunk.as_any().downcast_ref::<ChunkInit>() else {
+            return Err(Error::ErrChunkTypeNotTypeInit);
+        };
+        if i.is_ack {
+            return Err(Error::ErrChunkTypeNotTypeInit);
+        }
+        i.check()?;
+        let my_tag = random::<NonZeroU32>().get();
+        let my_tsn = random::<NonZeroU32>().get();
+        // Same stream negotiation as handle_init.
+        let mis = core::cmp::min(i.num_inbound_streams, config.max_num_inbound_streams());
+        let os = core::cmp::min(i.num_outbound_streams, config.max_num_outbound_streams());
+        let fwd = i.params.iter().any(|param| {
+            param
+                .as_any()
+                .downcast_ref::<ParamSupportedExtensions>()
+                .is_some_and(|e| e.chunk_types.contains(&CT_FORWARD_TSN))
+        });
+        let c = StatelessCookie {
+            unix_secs,
+            my_tag,
+            my_tsn,
+            peer_tag: i.initiate_tag,
+            peer_tsn: i.initial_tsn,
+            peer_arwnd: i.advertised_receiver_window_credit,
+            my_mis: mis,
+            my_os: os,
+            peer_port: p.common_header.source_port,
+            my_port: p.common_header.destination_port,
+            forward_tsn: fwd,
+        };
+        let mut init_ack = ChunkInit {
+            is_ack: true,
+            initial_tsn: my_tsn,
+            num_outbound_streams: os,
+            num_inbound_streams: mis,
+            initiate_tag: my_tag,
+            advertised_receiver_window_credit: config.max_receive_buffer_size(),
+            params: vec![Box::new(ParamStateCookie {
+                cookie: c.seal(secret, peer_ip),
+            })],
+        };
+        init_ack.set_supported_extensions();
+        Packet {
+            common_header: CommonHeader {
+                source_port: c.my_port,
+                destination_port: c.peer_port,
+                verification_tag: c.peer_tag,
+            },
+            chunks: vec![Box::new(init_ack)],
+        }
+        .marshal()
+    }
+
+    /// Vendored: the other half of [`Association::stateless_init_ack`]:
+    /// checks the State Cookie of a COOKIE-ECHO packet (MAC, peer address,
+    /// ports, tag, age at most `lifetime_secs`) and, if it is good, builds
+    /// the server side of the association from it and processes the packet
+    /// (the association is then established and owes a COOKIE-ACK).
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept_cookie_echo(
+        packet: Bytes,
+        peer: SocketAddr,
+        secret: &[u8],
+        unix_secs: u64,
+        lifetime_secs: u64,
+        config: Arc<TransportConfig>,
+        max_payload_size: u32,
+        now: Instant,
+    ) -> Result<Self> {
+        let pd = PartialDecode::unmarshal(&packet)?;
+        let cookie = pd
+            .cookie
+            .clone()
+            .ok_or(Error::ErrCookieEchoNotStoredToSend)?;
+        let c = StatelessCookie::open(&cookie, secret, peer.ip())
+            .ok_or(Error::ErrHandshakeCookieEcho)?;
+        let h = &pd.common_header;
+        if h.verification_tag != c.my_tag
+            || h.source_port != c.peer_port
+            || h.destination_port != c.my_port
+            || c.unix_secs > unix_secs.saturating_add(5)
+            || unix_secs.saturating_sub(c.unix_secs) > lifetime_secs
+        {
+            return Err(Error::ErrHandshakeCookieEcho);
+        }
+        let mut this = Self::new_common(
+            config,
+            max_payload_size,
+            SocketAddr::new(peer.ip(), c.peer_port),
+            None,
+            Side::Server,
+            c.my_tag,
+            c.my_tsn,
+        );
+        // What handle_init would have recorded.
+        this.my_max_num_inbound_streams = c.my_mis;
+        this.my_max_num_outbound_streams = c.my_os;
+        this.peer_verification_tag = c.peer_tag;
+        this.source_port = c.my_port;
+        this.destination_port = c.peer_port;
+        let params: Vec<Box<dyn Param + Send + Sync>> = if c.forward_tsn {
+            vec![Box::new(ParamSupportedExtensions {
+                chunk_types: vec![CT_FORWARD_TSN],
+            })]
+        } else {
+            vec![]
+        };
+        this.apply_remote_init_params(c.peer_tsn, c.peer_arwnd, &params, "cookie");
+        this.my_cookie = Some(ParamStateCookie { cookie });
+        this.handle_packet(now, peer, packet)?;
+        if !this.is_established() {
+            return Err(Error::ErrHandshakeCookieEcho);
+        }
+        Ok(this)
     }
 
     /// Vendored: feeds one received SCTP packet (checksum included) to this

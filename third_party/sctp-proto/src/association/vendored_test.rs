@@ -533,3 +533,70 @@ fn mutated_packets_never_panic() {
         let _ = events(&mut p.s);
     }
 }
+
+#[test]
+fn stateless_cookie_handshake_and_rejections() {
+    let now = Instant::now();
+    let secret = crate::random_secret();
+    let c_ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let mut c = Association::new_unbound(
+        Side::Client,
+        Arc::new(cfg().with_local_port(5000).with_remote_port(5001)),
+        1200,
+        S_ADDR.parse().unwrap(),
+        now,
+    );
+    let init = drain(&mut c, now).pop().expect("INIT");
+    let init_ack =
+        Association::stateless_init_ack(&init, c_ip, &secret, 1000, &cfg()).expect("INIT-ACK");
+    assert_eq!(chunk_types(&init_ack), vec![CT_INIT_ACK.0]);
+    c.handle_packet(now, S_ADDR.parse().unwrap(), init_ack)
+        .unwrap();
+    let echo = drain(&mut c, now).pop().expect("COOKIE-ECHO");
+    assert_eq!(chunk_types(&echo), vec![CT_COOKIE_ECHO.0]);
+
+    let accept = |pkt: Bytes, peer: &str, secret: &[u8], at: u64| {
+        Association::accept_cookie_echo(
+            pkt,
+            peer.parse().unwrap(),
+            secret,
+            at,
+            60,
+            Arc::new(cfg()),
+            1200,
+            now,
+        )
+    };
+    // Wrong secret, other peer address, too old, tampered: refused.
+    assert!(accept(echo.clone(), C_ADDR, &[0u8; 32], 1001).is_err());
+    assert!(accept(echo.clone(), "127.0.0.9:5000", &secret, 1001).is_err());
+    assert!(accept(echo.clone(), C_ADDR, &secret, 1061).is_err());
+    let mut bad = BytesMut::from(&echo[..]);
+    bad[20] ^= 1;
+    assert!(accept(with_crc(bad), C_ADDR, &secret, 1001).is_err());
+
+    // The real one builds an established association.
+    let mut s = accept(echo, C_ADDR, &secret, 1001).expect("accepted");
+    assert!(s.is_established());
+    let ack = drain(&mut s, now);
+    assert_eq!(chunk_types(&ack[0]), vec![CT_COOKIE_ACK.0]);
+    for pkt in ack {
+        c.handle_packet(now, S_ADDR.parse().unwrap(), pkt).unwrap();
+    }
+    assert!(c.is_established());
+    let mut p = Pair {
+        c,
+        s,
+        now,
+        inbox_c: vec![],
+        inbox_s: vec![],
+    };
+    events(&mut p.c);
+    events(&mut p.s);
+    write(&mut p.c, 0, PayloadProtocolIdentifier::Other(11), b"hello");
+    write(&mut p.s, 2, PayloadProtocolIdentifier::Other(12), b"world");
+    p.pump();
+    assert_eq!(p.inbox_s.len(), 1);
+    assert_eq!(p.inbox_c.len(), 1);
+    assert_eq!(&p.inbox_c[0].2[..], b"world");
+}
