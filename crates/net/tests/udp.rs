@@ -611,3 +611,37 @@ async fn closing_a_connecting_association_ends_the_whole_connect() {
         "server saw an association"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_response_needs_two_packets_per_round_trip() {
+    // SACKs ride in the DATA of the answer and of the next request: no
+    // separate SACK packets, no waiting for the delayed-SACK timer.
+    let mut srv = server(&["127.0.0.1:0"], cfg());
+    let mut c = client_of(&srv, "127.0.0.1:0", UdpConfig::default());
+    let a = c.connect(&srv.local_addrs()).await.unwrap();
+    assert!(matches!(next(&mut c).await, Event::AssociationUp { .. }));
+    let Event::AssociationUp { assoc: s, .. } = next(&mut srv).await else {
+        panic!("up")
+    };
+    let before = c.stats().datagrams_out + srv.stats().datagrams_out;
+    const ROUNDS: u64 = 50;
+    for i in 0..ROUNDS {
+        c.send(a, 0, Ppid::ASAP, false, Bytes::from(vec![i as u8; 100]))
+            .await
+            .unwrap();
+        let Event::Message(m) = next(&mut srv).await else {
+            panic!("request")
+        };
+        srv.send(s, 0, Ppid::ASAP, false, m.data).await.unwrap();
+        let Event::Message(_) = next(&mut c).await else {
+            panic!("response")
+        };
+    }
+    let after = c.stats().datagrams_out + srv.stats().datagrams_out;
+    let sent = after - before;
+    // 2 per round trip; heartbeats or one trailing SACK may add a few.
+    assert!(
+        sent <= 2 * ROUNDS + 4,
+        "{sent} datagrams for {ROUNDS} round trips"
+    );
+}
