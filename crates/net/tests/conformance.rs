@@ -508,7 +508,13 @@ pub fn kernel_backend() -> Option<Kernel> {
 impl Backend for Kernel {
     type T = rserpool_net::transport::kernel::KernelTransport;
     fn server(&self, cfg: TransportConfig) -> Self::T {
-        ip_cmd(&["addr", "replace", &format!("{KERNEL_SERVER_IP}/32"), "dev", "lo"]);
+        ip_cmd(&[
+            "addr",
+            "replace",
+            &format!("{KERNEL_SERVER_IP}/32"),
+            "dev",
+            "lo",
+        ]);
         let a = SocketAddr::new(KERNEL_SERVER_IP.parse().unwrap(), 0);
         Self::T::bind(EndpointConfig::server([a]).with_transport(cfg)).unwrap()
     }
@@ -517,7 +523,13 @@ impl Backend for Kernel {
         Self::T::bind(EndpointConfig::client([a]).with_transport(cfg)).unwrap()
     }
     fn kill(&self, t: Self::T) {
-        ip_cmd(&["addr", "del", &format!("{KERNEL_SERVER_IP}/32"), "dev", "lo"]);
+        ip_cmd(&[
+            "addr",
+            "del",
+            &format!("{KERNEL_SERVER_IP}/32"),
+            "dev",
+            "lo",
+        ]);
         // Its SHUTDOWN or ABORT now has no route: the peer just goes quiet.
         drop(t);
     }
