@@ -335,14 +335,11 @@ fn two_registrars_three_pes_failover() {
 /// ENDPOINT_KEEP_ALIVE (H=1) over a new association to each PE, and the PEs
 /// re-register there.
 ///
-/// Ignored until the UDP backend opens outgoing associations from its
-/// listening SCTP port, as one SCTP endpoint has one port (kernel SCTP does):
-/// with that change (`alloc_local_port` trying the listen port first) it
-/// passes in about 2 s. Run it with `--include-ignored`.
+/// Over SCTP over UDP this needs each endpoint's first association to a peer
+/// to leave from its listening port (as a one-to-many kernel socket does), so
+/// that the ASAP transport the home records is where other registrars reach
+/// the PE.
 #[test]
-#[ignore = "SCTP over UDP: a PE's registration association leaves from a fresh SCTP port, \
-            which the registrar records as the PE's ASAP transport, so any other registrar \
-            (takeover, suggestion) connects to a port where nothing listens"]
 fn takeover_suggestion_moves_pes_to_the_idle_registrar() {
     let net = loopback_net(1);
     let ip = |host: u8| format!("{net}.{host}");

@@ -177,6 +177,52 @@ async fn each_association_has_its_own_source_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_endpoint_connects_from_its_listening_port() {
+    // One SCTP endpoint, one port: a peer records the address an association
+    // came from (a registrar stores it as the PE's ASAP transport) and others
+    // must reach the endpoint there. Only a second association to the same
+    // peer needs a port of its own.
+    let mut b = server(&["127.0.0.1:0"], cfg());
+    let ports: Arc<Mutex<Vec<u16>>> = Arc::default();
+    let seen = ports.clone();
+    let mut a = UdpTransport::bind(
+        EndpointConfig::server(["127.0.0.1:0".parse().unwrap()]).with_transport(cfg()),
+        UdpConfig {
+            udp_port: 0,
+            remote_udp_port: b.local_udp_addrs()[0].port(),
+            capture: Some(Arc::new(move |d, _src, _dst, pkt: &[u8]| {
+                if d == Direction::Outgoing && pkt.len() > 12 && pkt[12] == 1 {
+                    seen.lock()
+                        .unwrap()
+                        .push(u16::from_be_bytes([pkt[0], pkt[1]]));
+                }
+            })),
+            ..UdpConfig::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..2 {
+        a.connect(&b.local_addrs()).await.unwrap();
+        assert!(matches!(next(&mut a).await, Event::AssociationUp { .. }));
+        let Event::AssociationUp { peer_addrs, .. } = next(&mut b).await else {
+            panic!("association up at b")
+        };
+        assert_eq!(peer_addrs.len(), 1);
+    }
+    let ports = ports.lock().unwrap();
+    let listen = a.local_addrs()[0].port();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert_eq!(
+        ports[0], listen,
+        "first association from the listening port"
+    );
+    assert_ne!(
+        ports[1], listen,
+        "second association to the same peer on its own port"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_flood_leaves_no_state_and_real_clients_get_in() {
     let mut srv = UdpTransport::bind(
         EndpointConfig::server(["127.0.0.1:0".parse().unwrap()]).with_transport(cfg()),
@@ -272,6 +318,9 @@ async fn out_of_the_blue_packets_get_the_rfc_answers() {
     let (_, _) = raw.recv_from(&mut buf).expect("ABORT for closed port");
     assert_eq!(&buf[4..8], &0x7777_7777u32.to_be_bytes());
     assert_eq!(buf[12], 6);
+    // The tag is the INIT's own Initiate Tag, so T stays clear (RFC 9260
+    // 8.4 rule 3); with T set the initiator drops the ABORT.
+    assert_eq!(buf[13], 0, "T bit clear");
 
     // ABORT and SHUTDOWN-COMPLETE out of the blue: silence.
     raw.send_to(&packet(5000, sctp_port, 1, &[6, 0, 0, 4]), udp)

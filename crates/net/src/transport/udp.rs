@@ -10,9 +10,12 @@
 //! (IP and SCTP port). The UDP port is the encapsulation port: this endpoint
 //! receives on [`UdpConfig::udp_port`] (9899 by default) and sends new
 //! associations to [`UdpConfig::remote_udp_port`]; after that it answers to
-//! whatever UDP source port the peer uses (RFC 6951 5.5). Every outgoing
-//! association gets its own SCTP source port, so several associations to one
-//! peer never share a 4-tuple (kernel peers insist on that).
+//! whatever UDP source port the peer uses (RFC 6951 5.5). A listening
+//! endpoint opens its first association to a peer from its listening SCTP
+//! port, as a one-to-many kernel socket does (peers record that address and
+//! reach the endpoint there later); any further association to the same peer,
+//! and every association of a non-listening endpoint, gets an SCTP source port
+//! of its own, so that no two share a 4-tuple (kernel peers insist on that).
 //!
 //! Talking to kernel SCTP: a Linux peer receives encapsulated SCTP once
 //! `sysctl net.sctp.udp_port=9899` is set, and sends it on associations
@@ -659,16 +662,20 @@ fn checksum_ok(p: &[u8]) -> bool {
     crc32c::crc32c_append(crc, &p[12..]) == want
 }
 
-/// A packet with one chunk of `chunk_type` without value and the T bit set
-/// (RFC 9260 8.4: ABORT or SHUTDOWN-COMPLETE reflecting the received tag).
-fn reflected_packet(h: &Header, chunk_type: u8, vtag: u32) -> Bytes {
+/// A packet with one chunk of `chunk_type` without value (RFC 9260 8.4).
+///
+/// `reflected`: the tag is the one the packet carried, so the T bit is set
+/// (ABORT or SHUTDOWN-COMPLETE for an out-of-the-blue packet); otherwise the
+/// tag is an INIT's Initiate Tag and T stays clear (RFC 9260 8.4 rule 3), or
+/// the initiator drops the ABORT and only gives up at its handshake timeout.
+fn reflected_packet(h: &Header, chunk_type: u8, vtag: u32, reflected: bool) -> Bytes {
     let mut b = BytesMut::with_capacity(16);
     b.put_u16(h.dst_port);
     b.put_u16(h.src_port);
     b.put_u32(vtag);
     b.put_u32(0);
     b.put_u8(chunk_type);
-    b.put_u8(0x01);
+    b.put_u8(u8::from(reflected));
     b.put_u16(4);
     let crc = crc32c::crc32c(&b);
     b[8..12].copy_from_slice(&crc.to_le_bytes());
@@ -880,6 +887,15 @@ impl Driver {
     }
 
     fn alloc_local_port(&mut self, remote_ip: IpAddr, remote_port: u16) -> Option<u16> {
+        // A listening endpoint opens its first association to a peer from
+        // its listening port, as a one-to-many kernel socket does: the peer
+        // records that address (a registrar stores it as the PE's ASAP
+        // transport) and other nodes must reach this endpoint there.
+        if let Some(l) = self.listen_port {
+            if !self.routes.contains_key(&(remote_ip, remote_port, l)) {
+                return Some(l);
+            }
+        }
         for _ in 0..16_384 {
             let p = self.next_local_port;
             self.next_local_port = if p == u16::MAX { 49_152 } else { p + 1 };
@@ -1117,14 +1133,14 @@ impl Driver {
             }
             CT_ABORT | CT_SHUTDOWN_COMPLETE => {}
             CT_SHUTDOWN_ACK => {
-                let reply = reflected_packet(&h, CT_SHUTDOWN_COMPLETE, h.vtag);
+                let reply = reflected_packet(&h, CT_SHUTDOWN_COMPLETE, h.vtag, true);
                 self.reply_ootb(sock, from, reply, now);
             }
             CT_INIT => {
                 inc(&counters.bad_vtag);
             }
             _ => {
-                let reply = reflected_packet(&h, CT_ABORT, h.vtag);
+                let reply = reflected_packet(&h, CT_ABORT, h.vtag, true);
                 self.reply_ootb(sock, from, reply, now);
             }
         }
@@ -1143,7 +1159,7 @@ impl Driver {
     ) {
         if Some(h.dst_port) != self.listen_port || h.initiate_tag == 0 {
             // Nobody listens on that port: refuse like a closed port.
-            let reply = reflected_packet(h, CT_ABORT, h.initiate_tag);
+            let reply = reflected_packet(h, CT_ABORT, h.initiate_tag, false);
             if h.initiate_tag != 0 {
                 self.reply_ootb(sock, from, reply, now);
             }
