@@ -19,7 +19,7 @@ impl Registrar {
                 pool_element,
             } => self.registration(now, assoc, pool_handle, pool_element),
             AsapMessage::Deregistration { pool_handle, pe_id } => {
-                self.deregistration(now, assoc, pool_handle, pe_id)
+                self.deregistration(assoc, pool_handle, pe_id)
             }
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
@@ -153,9 +153,9 @@ impl Registrar {
         }
     }
 
-    fn deregistration(&mut self, now: Instant, assoc: AssocId, pool: PoolHandle, pe_id: PeId) {
+    fn deregistration(&mut self, assoc: AssocId, pool: PoolHandle, pe_id: PeId) {
         // RFC 5352 §3.2: an unknown PE is still answered with success.
-        self.remove_pe(now, &(pool.clone(), pe_id), RemovalReason::Deregistered);
+        self.remove_pe(&(pool.clone(), pe_id), RemovalReason::Deregistered);
         self.reply(
             assoc,
             AsapMessage::DeregistrationResponse {
@@ -168,8 +168,7 @@ impl Registrar {
 
     /// Removes a PE; if this registrar owned it (or learnt of the removal
     /// first-hand), announces DEL_PE. Returns whether it was present.
-    pub(super) fn remove_pe(&mut self, now: Instant, key: &PeKey, reason: RemovalReason) -> bool {
-        let _ = now;
+    pub(super) fn remove_pe(&mut self, key: &PeKey, reason: RemovalReason) -> bool {
         let Some(pe) = self.space.remove(&key.0, key.1) else {
             return false;
         };
@@ -230,7 +229,7 @@ impl Registrar {
             *c
         };
         if count > self.cfg.max_bad_pe_reports {
-            self.remove_pe(now, &key, RemovalReason::Unreachable);
+            self.remove_pe(&key, RemovalReason::Unreachable);
         } else if home == Some(self.id)
             && !self.timers.is_set(&Timer::KeepAliveTimeout(key.clone()))
         {
@@ -276,16 +275,16 @@ impl Registrar {
         }
     }
 
-    pub(super) fn keep_alive_timeout(&mut self, now: Instant, key: PeKey) {
+    pub(super) fn keep_alive_timeout(&mut self, key: PeKey) {
         if self.space.home(&key.0, key.1) == Some(Some(self.id)) {
-            self.remove_pe(now, &key, RemovalReason::KeepAliveTimeout);
+            self.remove_pe(&key, RemovalReason::KeepAliveTimeout);
         }
     }
 
-    pub(super) fn lifetime_expired(&mut self, now: Instant, key: PeKey) {
+    pub(super) fn lifetime_expired(&mut self, key: PeKey) {
         let owned = self.space.home(&key.0, key.1) == Some(Some(self.id));
         let assoc = self.pe_assoc.get(&key).copied();
-        if self.remove_pe(now, &key, RemovalReason::LifetimeExpired) && owned {
+        if self.remove_pe(&key, RemovalReason::LifetimeExpired) && owned {
             // RFC 5352 §3.2: the home tells the PE its registration is gone.
             if let Some(a) = assoc.filter(|a| self.associations.contains_key(a)) {
                 self.reply(

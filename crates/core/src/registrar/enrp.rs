@@ -428,7 +428,7 @@ impl Registrar {
         };
         for key in sync.unconfirmed {
             if self.space.home(&key.0, key.1) == Some(Some(peer)) {
-                self.remove_pe(now, &key, RemovalReason::Resynchronised);
+                self.remove_pe(&key, RemovalReason::Resynchronised);
             }
         }
         if matches!(self.phase, Phase::Downloading { mentor, .. } if mentor == peer)
@@ -528,7 +528,7 @@ impl Registrar {
                 // move must not delete it (the T flag is ignored on DEL_PE).
                 let home = self.space.home(&key.0, key.1);
                 if home.is_some() && home == Some(pe.home_registrar) {
-                    self.remove_pe(now, &key, RemovalReason::PeerDeleted);
+                    self.remove_pe(&key, RemovalReason::PeerDeleted);
                 }
             }
         }

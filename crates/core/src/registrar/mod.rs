@@ -325,13 +325,12 @@ impl Machine for Registrar {
         // Registrars listen to announces only for ENRP presences of peers
         // (the reference implementation's multicast peer discovery).
         match inbound::decode(ppid, &data) {
-            Inbound::Message(Message::Enrp(m), _) => {
-                self.stats.count_received(&Message::Enrp(m.clone()));
-                if let rserpool_wire::EnrpMessage::Presence { .. } = m {
+            Inbound::Message(message, _) => {
+                self.stats.count_received(&message);
+                if let Message::Enrp(m @ rserpool_wire::EnrpMessage::Presence { .. }) = message {
                     self.handle_announced_presence(now, from, m);
                 }
             }
-            Inbound::Message(Message::Asap(_), _) => {}
             _ => self.stats.invalid_messages += 1,
         }
     }
@@ -385,8 +384,8 @@ impl Registrar {
             Timer::PeerNoResponse(id) => self.peer_no_response(now, id),
             Timer::TakeoverExpiry(id) => self.takeover_expired(now, id),
             Timer::KeepAlive(key) => self.send_keep_alive(now, key, false),
-            Timer::KeepAliveTimeout(key) => self.keep_alive_timeout(now, key),
-            Timer::Lifetime(key) => self.lifetime_expired(now, key),
+            Timer::KeepAliveTimeout(key) => self.keep_alive_timeout(key),
+            Timer::Lifetime(key) => self.lifetime_expired(key),
             Timer::TableSession(id) => {
                 self.table_sessions.remove(&id);
             }
