@@ -8,6 +8,7 @@ mod node;
 mod pe;
 mod pu;
 mod registrar;
+mod sim;
 mod style;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ enum Command {
     /// Run a pool user: resolve a pool and print the selected pool elements.
     #[command(after_long_help = pu::AFTER_HELP)]
     Pu(pu::Args),
+    /// Run an experiment on the deterministic simulator and print it as it runs.
+    #[command(after_long_help = sim::AFTER_HELP)]
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,10 @@ fn main() -> ExitCode {
         Command::Pu(args) => {
             init_tracing("warn");
             pu::run(args)
+        }
+        Command::Sim(args) => {
+            init_tracing("warn");
+            sim::run(args)
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `rserpool registrar`: a pool registrar (ENRP server) on real sockets.
 
 mod settings;
-pub use settings::ASAP_PORT;
+pub use settings::{ASAP_PORT, Balance};
 mod status;
 
 use crate::node::transport;

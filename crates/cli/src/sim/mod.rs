@@ -1,0 +1,39 @@
+//! `rserpool sim`: experiments on the deterministic simulator of
+//! `rserpool-sim` (the real registrar and pool element machines on virtual
+//! time), printed as they run; the same seed prints the same bytes.
+
+mod takeover;
+
+use std::process::ExitCode;
+
+/// Examples, shown by `rserpool sim --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  rserpool sim takeover                       # the draft's experiment: 5 registrars, 1,000 PEs
+  rserpool sim takeover --policy off          # without Takeover Suggestion
+  rserpool sim takeover --seed 7 --csv > run.csv
+
+docs/SIMULATION.md describes the experiments and the simulated network.";
+
+/// Flags of `rserpool sim`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    experiment: Experiment,
+}
+
+/// The experiments.
+#[derive(Debug, clap::Subcommand)]
+enum Experiment {
+    /// Registrars become unreachable, their PEs move to the others; after the
+    /// heal, watch how ownership returns (Takeover Suggestion).
+    #[command(after_long_help = takeover::AFTER_HELP)]
+    Takeover(takeover::Args),
+}
+
+/// Runs the experiment asked for.
+pub fn run(args: Args) -> ExitCode {
+    match args.experiment {
+        Experiment::Takeover(a) => takeover::run(a),
+    }
+}
