@@ -6,6 +6,9 @@
 use crate::node::config_error;
 use crate::node::duration::Secs;
 use crate::registrar::Balance;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 use rserpool_core::registrar::{BalancePolicy, BalancedConfig};
 use rserpool_core::{Instant, PoolElementEvent};
 use rserpool_sim::{Happening, NodeId, RoleEvent, Scenario, ScenarioBuilder};
@@ -24,12 +27,15 @@ const START_SPREAD: Duration = Duration::from_secs(10);
 const BALANCED: f64 = 1.1;
 /// How often ownership is checked after the recovery, to time the balance.
 const FINE: Duration = Duration::from_millis(100);
+/// Mixed into the seed for the PEs' registrar orders, so that they are not
+/// the stream the world draws from.
+const HUNT_ORDER_SALT: u64 = 0x6875_6e74;
 
 /// Examples and output, shown by `rserpool sim takeover --help`.
 pub const AFTER_HELP: &str = "\
 The scope: N registrars that know each other, M pool elements of one pool, \
-each PE knowing every registrar (the i-th tries registrar i mod N first), \
-registration life 3 x T4. At 60 s the last --down registrars become \
+each PE knowing every registrar in an order of its own (shuffled by the \
+seed), registration life 3 x T4. At 60 s the last --down registrars become \
 unreachable for everybody (each on a network side of its own) for --outage; \
 their PEs move to the others. Then the network heals.
 
@@ -52,7 +58,8 @@ Examples:
 /// Flags of `rserpool sim takeover`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// World seed: registrar and PE IDs, timer jitter, network jitter.
+    /// World seed: registrar and PE IDs, the PEs' registrar orders, timer
+    /// and network jitter.
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
     /// Registrars in the scope.
@@ -202,7 +209,12 @@ impl Plan {
             pr.config.announce = false;
         });
         let m = self.pes;
+        // Each PE knows the registrars in an order of its own, as in a
+        // deployment (and in the draft's experiment): the PEs of a lost
+        // registrar scatter over the others instead of all trying the next.
+        let mut order = ChaCha8Rng::seed_from_u64(self.seed ^ HUNT_ORDER_SALT);
         b.pool_elements(m, &pool, |pe| {
+            pe.config.hunt.registrars.shuffle(&mut order);
             pe.config.registration_life = Some(3 * self.t4);
             pe.config.t4_reregistration = Some(self.t4);
             let offset = START_SPREAD.mul_f64((pe.index as f64 + 0.5) / m as f64);
