@@ -10,7 +10,7 @@ use crate::timers::{TimerKind, TimerQueue};
 use rand::RngCore;
 use rserpool_wire::checksum::pe_sum;
 use rserpool_wire::{PeId, PolicyType, PoolElement, PoolHandle, PrId, UserTransport};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 
@@ -295,7 +295,7 @@ impl Handlespace {
                 if let Some(&i) = self.by_key.get(&key(p, pe.id)) {
                     return self.update(i, pe, now);
                 }
-                if pool.by_id.len() >= self.config.max_pes_per_pool {
+                if pool.len >= self.config.max_pes_per_pool {
                     return Err(RegisterError::LackOfResources("PEs per pool"));
                 }
                 if self.len >= self.config.max_pes {
@@ -320,7 +320,8 @@ impl Handlespace {
                     transport_use,
                     degrades: selection::degrades(policy_type),
                     members: Vec::new(),
-                    by_id: BTreeSet::new(),
+                    len: 0,
+                    ids: Default::default(),
                     selection: Selection::new(strategy),
                 };
                 let p = match self.pool_free.pop() {
@@ -376,7 +377,8 @@ impl Handlespace {
         } else {
             0
         };
-        pool.by_id.insert(pe.id.0);
+        pool.len += 1;
+        pool.ids_mut().add(pe.id.0);
         pool.selection.insert(&mut self.nodes, i, &pe.policy, 0);
         self.by_key.insert(key(p, pe.id), i);
         let owner_pos = match pe.home_registrar {
@@ -571,8 +573,11 @@ impl Handlespace {
             pool.selection.remove(&mut self.nodes, i, 0, i);
             None
         };
-        pool.by_id.remove(&entry.element.id.0);
-        let pool_removed = pool.by_id.is_empty();
+        pool.len -= 1;
+        let pool_removed = pool.len == 0;
+        if !pool_removed {
+            pool.ids_mut().remove(entry.element.id.0);
+        }
         if let Some(m) = moved {
             self.pos[m as usize].pool = pool_pos;
         }
@@ -639,19 +644,29 @@ impl Handlespace {
 
     /// The PEs of a pool in PE ID order (empty if the pool is unknown).
     pub fn pool_entries(&self, handle: &PoolHandle) -> impl Iterator<Item = (EntryId, &PeEntry)> {
-        self.pool_index
-            .get(handle)
-            .into_iter()
-            .flat_map(move |&p| self.ids_in_order(p, Bound::Unbounded))
-            .map(|i| (EntryId(i), self.e(i)))
+        let mut ids = Vec::new();
+        if let Some(&p) = self.pool_index.get(handle) {
+            self.walk_in_order(p, Bound::Unbounded, |i| {
+                ids.push(i);
+                true
+            });
+        }
+        ids.into_iter().map(|i| (EntryId(i), self.e(i)))
     }
 
-    /// The entries of pool slot `p` in PE ID order, from `start` on.
-    fn ids_in_order(&self, p: u32, start: Bound<u32>) -> impl Iterator<Item = u32> + '_ {
-        self.pool_ref(p)
-            .by_id
-            .range((start, Bound::Unbounded))
-            .map(move |&id| self.by_key[&key(p, PeId(id))])
+    /// Calls `f` with the entries of pool slot `p` in PE ID order from
+    /// `start` on while it returns true; false if `f` stopped the walk.
+    fn walk_in_order(&self, p: u32, start: Bound<u32>, mut f: impl FnMut(u32) -> bool) -> bool {
+        let mut ids = self.pool_ref(p).ids();
+        let sorted = ids.sorted();
+        let from = match start {
+            Bound::Included(id) => sorted.partition_point(|&x| x < id),
+            Bound::Excluded(id) => sorted.partition_point(|&x| x <= id),
+            Bound::Unbounded => 0,
+        };
+        sorted[from..]
+            .iter()
+            .all(|&id| f(self.by_key[&key(p, PeId(id))]))
     }
 
     /// Every PE, in no particular order.

@@ -61,6 +61,7 @@ mod entry;
 mod error;
 mod handlespace;
 mod hashing;
+mod id_order;
 mod owners;
 mod pool;
 mod selection;

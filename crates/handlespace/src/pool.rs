@@ -1,9 +1,10 @@
 //! A pool: its handle, the policy and transport its first PE fixed, and the
 //! per-pool indices (members, PE ID order, selection structure).
 
+use crate::id_order::IdOrder;
 use crate::selection::Selection;
 use rserpool_wire::{Policy, PolicyType, PoolHandle, Protocol, TransportUse, UserTransport};
-use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard};
 
 /// The transport protocol a pool's PEs must share (RFC 5352 §3.1 rule 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,10 +52,27 @@ pub(crate) struct Pool {
     /// and the weighted ones; empty otherwise); the entry's `Pos::pool`
     /// indexes this.
     pub members: Vec<u32>,
+    /// Number of PEs.
+    pub len: usize,
     /// The PE IDs in order, for paging (entries are found through the
-    /// handlespace's hash map; keys only keep the B-tree nodes small).
-    pub by_id: BTreeSet<u32>,
+    /// handlespace's hash map). Sorting happens when a page reads it, which
+    /// takes `&self`: the lock is only ever taken there (changes go through
+    /// `get_mut`, which costs nothing), and keeps the handlespace `Sync`.
+    pub ids: Mutex<IdOrder>,
     pub selection: Selection,
+}
+
+impl Pool {
+    /// The PE ID order, for changes.
+    #[inline]
+    pub fn ids_mut(&mut self) -> &mut IdOrder {
+        self.ids.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The PE ID order, for reading it sorted.
+    pub fn ids(&self) -> MutexGuard<'_, IdOrder> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Read-only view of a pool.
@@ -97,11 +115,11 @@ impl<'a> PoolInfo<'a> {
 
     /// The number of PEs.
     pub fn len(&self) -> usize {
-        self.pool.by_id.len()
+        self.pool.len
     }
 
     /// Whether the pool is empty (never true for a pool the handlespace holds).
     pub fn is_empty(&self) -> bool {
-        self.pool.by_id.is_empty()
+        self.pool.len == 0
     }
 }

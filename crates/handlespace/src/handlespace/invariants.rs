@@ -1,6 +1,7 @@
 //! Consistency checks of every index against the entries (for tests).
 
 use super::{Handlespace, key};
+use rserpool_wire::PeId;
 use rserpool_wire::checksum::pe_sum;
 use std::hash::BuildHasher;
 use std::ops::Bound;
@@ -25,18 +26,17 @@ impl Handlespace {
             }
         }
         let mut owned = 0;
+        let mut per_pool = vec![0usize; self.pools.len()];
         for (id, e) in self.iter() {
             let i = id.0;
             let Some(Some(pool)) = self.pools.get(e.pool as usize) else {
                 return Err(format!("entry {i} in dead pool"));
             };
+            per_pool[e.pool as usize] += 1;
             let at = self.pos[i as usize];
             let in_members = !pool.selection.draws_from_members()
                 || pool.members.get(at.pool as usize) == Some(&i);
-            if !in_members
-                || !pool.by_id.contains(&e.element.id.0)
-                || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i)
-            {
+            if !in_members || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i) {
                 return Err(format!("entry {i}: pool indices disagree"));
             }
             if e.fingerprint != self.fingerprints.hash_one(&e.element)
@@ -84,17 +84,37 @@ impl Handlespace {
         for (p, pool) in self.pools.iter().enumerate() {
             let Some(pool) = pool else { continue };
             let p = p as u32;
+            let ordered_ok = {
+                let mut ids = pool.ids();
+                let sorted = ids.sorted();
+                sorted.len() == pool.len
+                    && per_pool.get(p as usize) == Some(&pool.len)
+                    && sorted.windows(2).all(|w| w[0] < w[1])
+                    && sorted.iter().all(|&id| {
+                        self.by_key
+                            .get(&key(p, PeId(id)))
+                            .is_some_and(|&i| self.e(i).pool == p)
+                    })
+            };
+            if !ordered_ok {
+                return Err(format!("pool {}: PE ID order disagrees", pool.handle));
+            }
             let members: Vec<u32> = if pool.selection.draws_from_members() {
                 pool.members.clone()
             } else {
-                self.ids_in_order(p, Bound::Unbounded).collect()
+                let mut ids = Vec::new();
+                self.walk_in_order(p, Bound::Unbounded, |i| {
+                    ids.push(i);
+                    true
+                });
+                ids
             };
             let members_ok = if pool.selection.draws_from_members() {
-                pool.members.len() == pool.by_id.len()
+                pool.members.len() == pool.len
             } else {
                 pool.members.is_empty()
             };
-            if pool.by_id.is_empty()
+            if pool.len == 0
                 || !members_ok
                 || self.pool_index.get(&pool.handle) != Some(&p)
                 || self.pool_order.get(&pool.handle) != Some(&p)

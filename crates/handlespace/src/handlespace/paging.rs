@@ -18,24 +18,23 @@ impl Handlespace {
         out: &mut Vec<EntryId>,
     ) -> bool {
         let mut taken = 0;
-        let wanted = |i: u32| owner.is_none() || self.e(i).element.home_registrar == owner;
-        let mut visit = |ids: &mut dyn Iterator<Item = u32>| -> bool {
-            for i in ids {
-                if !wanted(i) {
-                    continue;
-                }
-                if taken == max {
-                    return true;
-                }
-                out.push(EntryId(i));
-                taken += 1;
+        // Takes entry `i` if wanted; false once the page is full and another
+        // wanted entry follows.
+        let mut take = |i: u32| -> bool {
+            if owner.is_some() && self.e(i).element.home_registrar != owner {
+                return true;
             }
-            false
+            if taken == max {
+                return false;
+            }
+            out.push(EntryId(i));
+            taken += 1;
+            true
         };
         let rest: Box<dyn Iterator<Item = &u32>> = match after {
             Some((h, pe)) => {
                 if let Some(&p) = self.pool_order.get(h) {
-                    if visit(&mut self.ids_in_order(p, Bound::Excluded(pe.0))) {
+                    if !self.walk_in_order(p, Bound::Excluded(pe.0), &mut take) {
                         return true;
                     }
                 }
@@ -48,7 +47,7 @@ impl Handlespace {
             None => Box::new(self.pool_order.values()),
         };
         for &p in rest {
-            if visit(&mut self.ids_in_order(p, Bound::Unbounded)) {
+            if !self.walk_in_order(p, Bound::Unbounded, &mut take) {
                 return true;
             }
         }
