@@ -1,0 +1,206 @@
+#!/bin/sh
+# Runs inside the VM (busybox sh) of scripts/vm/rsplib-interop.sh: our
+# rserpool against rsplib's rspregistrar, rspserver, rspterminal and hsdump,
+# all over kernel SCTP on loopback. Every check prints one line
+# "INTEROP <name>: PASS|FAIL (...)"; the script runs them all and exits 1 if
+# any failed. Daemon logs are printed when a check that used them fails.
+#
+# rsplib skips transport addresses of loopback or link-local scope
+# (scanTransportParameter: "No (usable) transport addresses given!") and its
+# PEs refuse to register with less than site-local addresses, so everything
+# runs on a private address added to lo.
+# Ports (one IP, so every endpoint gets its own port):
+#   rspregistrar  ASAP $IP:3863  ENRP $IP:9901
+#   our registrar ASAP $IP:3864  ENRP $IP:9902
+# ID of our PE: 0x1234abcd; ID of rsplib's PE: 0x5eed0001.
+
+IP=10.0.0.1
+ip addr add "$IP/32" dev lo 2>/dev/null
+OUR_PE_ID=0x1234abcd
+RSP_PE_ID=0x5eed0001
+# rspserver's -identifier is parsed as decimal (0x5eed0001).
+RSP_PE_ID_DEC=1592590337
+LOGS=/tmp/interop
+mkdir -p "$LOGS"
+failed=0
+PIDS=""
+
+pass() { echo "INTEROP $1: PASS ($2)"; }
+fail() {
+  echo "INTEROP $1: FAIL ($2)"
+  failed=1
+  shift 2
+  for f in "$@"; do
+    echo "---- $f (last 40 lines)"
+    tail -n 40 "$LOGS/$f" 2>/dev/null
+  done
+  echo "----"
+}
+# Starts a daemon in the background with its output in $LOGS/NAME.
+start() {
+  name="$1"
+  shift
+  "$@" >"$LOGS/$name" 2>&1 &
+  PIDS="$PIDS $!"
+  eval "PID_$name=$!"
+}
+stop() {
+  eval "p=\$PID_$1"
+  [ -n "$p" ] && kill "$p" 2>/dev/null
+  # give a PE time to deregister before the next step
+  sleep 1
+}
+# Waits up to $2 seconds for $3 (a regex) to appear in $LOGS/$1.
+wait_log() {
+  i=0
+  while [ "$i" -lt "$2" ]; do
+    grep -q "$3" "$LOGS/$1" 2>/dev/null && return 0
+    sleep 1
+    i=$((i + 1))
+  done
+  return 1
+}
+
+export RUST_LOG=info
+RSPREG_OPTS="-logcolor=off -loglevel=3 -mentordiscoverytimeout=500 -asapannounce=off -enrpannounce=off"
+
+echo "== rsplib $(rspregistrar -h 2>&1 | head -n 1)"
+
+# ------------------------------------------------------------- step 1
+# rsplib's registrar; our PE registers; our PU resolves it there.
+start rspreg1 rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 \
+  -endpointkeepalivetransmissioninterval=1000 -endpointkeepalivetimeoutinterval=1000
+sleep 2
+start ourpe1 rserpool pe --pool echo --registrar $IP:3863 --transport kernel \
+  --local $IP --id "$OUR_PE_ID" --registration-life 30s
+if wait_log ourpe1 15 ' registered'; then
+  pass "1a our PE registers at rspregistrar" "$(grep -m1 ' registered' "$LOGS/ourpe1")"
+else
+  fail "1a our PE registers at rspregistrar" "no registration within 15 s" ourpe1 rspreg1
+fi
+timeout 30 rserpool pu --pool echo --registrar $IP:3863 --transport kernel \
+  --count 3 --interval 300 --cache 0 >"$LOGS/ourpu1" 2>&1
+rc=$?
+n=$(grep -c "pe=$OUR_PE_ID" "$LOGS/ourpu1")
+if [ "$rc" -eq 0 ] && [ "$n" -eq 3 ]; then
+  pass "1b our PU resolves our PE via rspregistrar" "$(grep -m1 "pe=" "$LOGS/ourpu1")"
+else
+  fail "1b our PU resolves our PE via rspregistrar" "exit $rc, $n of 3 answers name $OUR_PE_ID" ourpu1 ourpe1 rspreg1
+fi
+# rspregistrar's keep-alives (rsplib appends the PE Identifier) must be
+# answered, else it removes the PE: wait several keep-alive rounds.
+sleep 5
+timeout 20 rserpool pu --pool echo --registrar $IP:3863 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu1d" 2>&1
+if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu1d" && grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu1"; then
+  pass "1d our PE survives rspregistrar's keep-alives" "$(grep -m1 "pe=" "$LOGS/ourpu1d")"
+else
+  fail "1d our PE survives rspregistrar's keep-alives" "gone after 5 s of 1 s keep-alives" ourpu1d ourpe1 rspreg1
+fi
+# Deregistration: after SIGTERM our PE deregisters, so the pool is gone.
+stop ourpe1
+timeout 20 rserpool pu --pool echo --registrar $IP:3863 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu1c" 2>&1
+if grep -qi 'deregistered' "$LOGS/ourpe1" && grep -q 'unknown pool handle' "$LOGS/ourpu1c" &&
+  grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu1"; then
+  pass "1c our PE deregisters at rspregistrar" "pool echo unknown afterwards"
+else
+  fail "1c our PE deregisters at rspregistrar" "not deregistered (or never registered)" ourpe1 ourpu1c rspreg1
+fi
+stop rspreg1
+
+# ------------------------------------------------------------- step 2
+# Our registrar; rsplib's PE registers; our PU and rspterminal resolve it.
+start ourreg2 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+  --enrp-port 9902 --id 0x0b0b0002 --mentor-discovery-timeout 500ms \
+  --keep-alive-interval 1s --keep-alive-timeout 1s
+sleep 2
+start rsppe2 rspserver -echo -poolhandle=echo -registrar=$IP:3864 \
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=3
+if wait_log ourreg2 15 "of pool echo registered"; then
+  pass "2a rspserver registers at our registrar" "$(grep -m1 "of pool echo registered" "$LOGS/ourreg2")"
+else
+  fail "2a rspserver registers at our registrar" "nothing logged within 15 s" ourreg2 rsppe2
+fi
+timeout 30 rserpool pu --pool echo --registrar $IP:3864 --transport kernel \
+  --count 3 --interval 300 --cache 0 >"$LOGS/ourpu2" 2>&1
+rc=$?
+n=$(grep -c "pe=$RSP_PE_ID" "$LOGS/ourpu2")
+if [ "$rc" -eq 0 ] && [ "$n" -eq 3 ]; then
+  pass "2b our PU resolves rspserver via our registrar" "$(grep -m1 "pe=" "$LOGS/ourpu2")"
+else
+  fail "2b our PU resolves rspserver via our registrar" "exit $rc, $n of 3 answers name $RSP_PE_ID" ourpu2 ourreg2 rsppe2
+fi
+# rspterminal resolves the pool at our registrar and talks to the echo
+# service of the PE it was given: the echoed line proves the whole path.
+(echo "interop-echo-line"; sleep 6) | timeout 12 rspterminal -poolhandle=echo \
+  -registrar=$IP:3864 -logcolor=off -loglevel=1 >"$LOGS/rspterm2" 2>&1
+if grep -q "interop-echo-line" "$LOGS/rspterm2"; then
+  pass "2c rspterminal resolves via our registrar and gets an echo" "$(grep -m1 interop-echo-line "$LOGS/rspterm2")"
+else
+  fail "2c rspterminal resolves via our registrar and gets an echo" "no echo" rspterm2 ourreg2 rsppe2
+fi
+# rspserver's registration must survive our keep-alives: wait past one
+# few keep-alive rounds (interval 1 s +-50 %, timeout 1 s) and resolve again.
+sleep 5
+timeout 20 rserpool pu --pool echo --registrar $IP:3864 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu2b" 2>&1
+if grep -q "pe=$RSP_PE_ID" "$LOGS/ourpu2b"; then
+  pass "2d rspserver stays registered across our keep-alives" "$(grep -m1 "pe=" "$LOGS/ourpu2b")"
+else
+  fail "2d rspserver stays registered across our keep-alives" "gone after 5 s of 1 s keep-alives" ourpu2b ourreg2 rsppe2
+fi
+stop rsppe2
+stop ourreg2
+
+# ------------------------------------------------------------- step 3
+# ENRP: both registrars as peers; a PE at each; each pool resolved at the
+# other registrar; hsdump asks each for its handle table.
+start rspreg3 rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 \
+  -peer=$IP:9902
+start ourreg3 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+  --enrp-port 9902 --id 0x0b0b0003 --peer $IP:9901 --mentor-discovery-timeout 1s
+sleep 3
+start ourpe3 rserpool pe --pool ours --registrar $IP:3864 --transport kernel \
+  --local $IP --id "$OUR_PE_ID" --registration-life 30s
+start rsppe3 rspserver -echo -poolhandle=theirs -registrar=$IP:3863 \
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=3
+wait_log ourpe3 15 ' registered'
+sleep 4
+timeout 20 rserpool pu --pool ours --registrar $IP:3863 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu3a" 2>&1
+if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu3a"; then
+  pass "3a our registrar's PE replicated to rspregistrar (ENRP update)" "$(grep -m1 "pe=" "$LOGS/ourpu3a")"
+else
+  fail "3a our registrar's PE replicated to rspregistrar (ENRP update)" "not resolvable there" ourpu3a ourreg3 rspreg3 ourpe3
+fi
+timeout 20 rserpool pu --pool theirs --registrar $IP:3864 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu3b" 2>&1
+if grep -q "pe=$RSP_PE_ID" "$LOGS/ourpu3b"; then
+  pass "3b rspregistrar's PE replicated to our registrar (ENRP update)" "$(grep -m1 "pe=" "$LOGS/ourpu3b")"
+else
+  fail "3b rspregistrar's PE replicated to our registrar (ENRP update)" "not resolvable here" ourpu3b ourreg3 rspreg3 rsppe3
+fi
+timeout 10 hsdump $IP:9902 -logcolor=off -loglevel=1 >"$LOGS/hsdump3" 2>&1
+if grep -qi "ours" "$LOGS/hsdump3" && grep -qi "theirs" "$LOGS/hsdump3"; then
+  pass "3c hsdump reads our registrar's handle table (ENRP)" "both pools listed"
+else
+  fail "3c hsdump reads our registrar's handle table (ENRP)" "pools missing" hsdump3 ourreg3
+fi
+stop ourpe3
+stop rsppe3
+stop ourreg3
+stop rspreg3
+# Warnings and errors either side logged, as evidence even when all passed
+# (rsplib logs at level 3 = warnings; ours at info).
+echo "== warnings and errors logged by any program:"
+for f in "$LOGS"/*; do
+  grep -i -B1 'warn\|error' "$f" 2>/dev/null | grep -v '^--$' | head -n 20 | sed "s|^|$(basename "$f"): |"
+done
+
+if [ "$failed" -eq 0 ]; then
+  echo "INTEROP: all checks passed"
+  exit 0
+fi
+echo "INTEROP: some checks failed"
+exit 1

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Interoperability against the reference implementation (rsplib, Debian's
+# rsplib-registrar and rsplib-tools) over kernel SCTP inside the test VM.
+# Builds the rserpool binary statically, boots the VM of run-kernel-tests.sh
+# with the rsplib packages and runs rsplib-interop-guest.sh there:
+#   1  rspregistrar + our PE + our PU
+#   2  our registrar + rspserver (PE) + our PU + rspterminal (PU)
+#   3  ENRP: our registrar and rspregistrar as peers, a PE at each, each pool
+#      resolved at the other registrar; hsdump reads our handle table
+# Each check prints "INTEROP <name>: PASS|FAIL"; the script exits 0 only if
+# all passed. The console log is target/vm-cache/last-boot.log.
+#
+# Usage: scripts/vm/rsplib-interop.sh [--timeout SECS] [--release]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+TIMEOUT=300
+PROFILE=debug
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --timeout) TIMEOUT="$2"; shift 2 ;;
+    --release) PROFILE=release; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "rsplib-interop: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+triple=x86_64-unknown-linux-gnu
+profile_flag=()
+[ "$PROFILE" = release ] && profile_flag=(--release)
+echo "rsplib-interop: building rserpool statically ($PROFILE)" >&2
+# As in project-tests.sh: --target keeps proc macros and build scripts on the
+# host's default flags, which cannot be linked statically.
+CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" \
+  cargo build -p rserpool-cli --bin rserpool --target "$triple" "${profile_flag[@]}"
+
+BINDIR="$(mktemp -d "${TMPDIR:-/tmp}/rsplib-interop.XXXXXX")"
+trap 'rm -rf "$BINDIR"' EXIT
+# Debug info would make the initramfs much larger and slower to unpack.
+strip -o "$BINDIR/rserpool" "target/$triple/$PROFILE/rserpool"
+cp scripts/vm/rsplib-interop-guest.sh "$BINDIR/rsplib-interop-guest.sh"
+chmod +x "$BINDIR/rsplib-interop-guest.sh"
+
+# The guest script never stops at the first failure; run-kernel-tests.sh
+# turns its exit status into the PASS/FAIL marker.
+set +e
+scripts/vm/run-kernel-tests.sh --no-default --timeout "$TIMEOUT" \
+  --bin "$BINDIR/rserpool" --bin "$BINDIR/rsplib-interop-guest.sh" \
+  --deb rsplib-registrar --deb rsplib-tools --deb-deps \
+  --run 'rsplib-interop-guest.sh' | tee "$BINDIR/console"
+rc=${PIPESTATUS[0]}
+echo "rsplib-interop: summary" >&2
+grep '^INTEROP ' "$BINDIR/console" >&2 || true
+exit "$rc"
