@@ -657,16 +657,9 @@ impl Handlespace {
     /// Calls `f` with the entries of pool slot `p` in PE ID order from
     /// `start` on while it returns true; false if `f` stopped the walk.
     fn walk_in_order(&self, p: u32, start: Bound<u32>, mut f: impl FnMut(u32) -> bool) -> bool {
-        let mut ids = self.pool_ref(p).ids();
-        let sorted = ids.sorted();
-        let from = match start {
-            Bound::Included(id) => sorted.partition_point(|&x| x < id),
-            Bound::Excluded(id) => sorted.partition_point(|&x| x <= id),
-            Bound::Unbounded => 0,
-        };
-        sorted[from..]
-            .iter()
-            .all(|&id| f(self.by_key[&key(p, PeId(id))]))
+        self.pool_ref(p)
+            .ids()
+            .walk(start, |id| f(self.by_key[&key(p, PeId(id))]))
     }
 
     /// Every PE, in no particular order.

@@ -7,6 +7,8 @@
 //! array when a page asks for it or when the log outgrows the array
 //! (amortised O(log n) per change, in sequential memory).
 
+use std::ops::Bound;
+
 /// A set of PE IDs as a sorted array plus the changes not yet merged.
 ///
 /// The set is `sorted + added - removed` counted as multisets: every
@@ -21,6 +23,9 @@ pub(crate) struct IdOrder {
 
 /// Logs shorter than this are never merged on the registration path.
 const MIN_LOG: usize = 64;
+
+/// A page merges the log first once it exceeds 1/LOG_READ of the array.
+const LOG_READ: usize = 8;
 
 impl IdOrder {
     /// Records that `id` joined the set.
@@ -44,12 +49,68 @@ impl IdOrder {
         }
     }
 
-    /// The IDs in ascending order.
-    pub(crate) fn sorted(&mut self) -> &[u32] {
-        if !self.added.is_empty() || !self.removed.is_empty() {
+    /// Calls `f` with the IDs from `start` on in ascending order while it
+    /// returns true; false if `f` stopped the walk.
+    ///
+    /// A short log is sorted in place and read alongside the array rather
+    /// than merged into it, so paging through a large pool that changes
+    /// between pages costs O(log n + changes + page) per page, not O(n).
+    pub(crate) fn walk(&mut self, start: Bound<u32>, mut f: impl FnMut(u32) -> bool) -> bool {
+        if (self.added.len() + self.removed.len()) * LOG_READ > self.sorted.len() {
             self.merge();
+        } else {
+            // Usually sorted already (no change since the last page): O(k).
+            self.added.sort_unstable();
+            self.removed.sort_unstable();
         }
-        &self.sorted
+        let from = |v: &[u32]| match start {
+            Bound::Included(id) => v.partition_point(|&x| x < id),
+            Bound::Excluded(id) => v.partition_point(|&x| x <= id),
+            Bound::Unbounded => 0,
+        };
+        let mut a = self.sorted[from(&self.sorted)..].iter().copied().peekable();
+        let mut b = self.added[from(&self.added)..].iter().copied().peekable();
+        let mut gone = self.removed[from(&self.removed)..]
+            .iter()
+            .copied()
+            .peekable();
+        loop {
+            let Some(id) = (match (a.peek(), b.peek()) {
+                (Some(&x), Some(&y)) => Some(x.min(y)),
+                (Some(&x), None) => Some(x),
+                (None, y) => y.copied(),
+            }) else {
+                return true;
+            };
+            // The ID's count in `sorted + added - removed` (0 or 1).
+            let mut count = 0i64;
+            while a.next_if_eq(&id).is_some() {
+                count += 1;
+            }
+            while b.next_if_eq(&id).is_some() {
+                count += 1;
+            }
+            while gone.next_if(|&r| r < id).is_some() {
+                debug_assert!(false, "id order: removal of an absent ID");
+            }
+            while gone.next_if_eq(&id).is_some() {
+                count -= 1;
+            }
+            if count > 0 && !f(id) {
+                return false;
+            }
+        }
+    }
+
+    /// The IDs in ascending order (for tests).
+    #[cfg(test)]
+    fn collect_all(&mut self) -> Vec<u32> {
+        let mut v = Vec::new();
+        self.walk(Bound::Unbounded, |id| {
+            v.push(id);
+            true
+        });
+        v
     }
 
     /// Folds the log into the sorted array.
@@ -115,11 +176,21 @@ mod tests {
             }
             if step % 97 == 0 {
                 let want: Vec<u32> = model.iter().copied().collect();
-                assert_eq!(order.sorted(), want.as_slice(), "step {step}");
+                assert_eq!(order.collect_all(), want, "step {step}");
+                // A walk from a cursor sees what follows it, whether the
+                // log is read alongside the array or merged first.
+                let after = id;
+                let mut got = Vec::new();
+                order.walk(Bound::Excluded(after), |x| {
+                    got.push(x);
+                    got.len() < 10
+                });
+                let want: Vec<u32> = model.range(after + 1..).take(10).copied().collect();
+                assert_eq!(got, want, "step {step} after {after}");
             }
         }
         let want: Vec<u32> = model.iter().copied().collect();
-        assert_eq!(order.sorted(), want.as_slice());
+        assert_eq!(order.collect_all(), want);
     }
 
     #[test]
@@ -133,6 +204,6 @@ mod tests {
             order.remove(id);
             assert!(order.removed.len() <= order.sorted.len().max(MIN_LOG) + 1);
         }
-        assert!(order.sorted().is_empty());
+        assert!(order.collect_all().is_empty());
     }
 }

@@ -375,6 +375,54 @@ fn paging_walks_handle_then_id_order() {
     assert_eq!(out.len(), 1);
 }
 
+/// A handle table transfer of a large pool that changes between pages
+/// (registrations and removals on both sides of the cursor) stays in PE ID
+/// order, never repeats a PE, and reaches every PE that stayed registered.
+#[test]
+fn paging_a_pool_that_changes_between_pages() {
+    for policy in [Policy::LeastUsed { load: 7 }, Policy::Random] {
+        let mut hs = Handlespace::default();
+        let h = ph("big");
+        for id in (0..4000).step_by(2) {
+            hs.register(&h, pe(id, 1, policy.clone()), 0).unwrap();
+        }
+        let mut stayed: std::collections::BTreeSet<u32> = (0..4000).step_by(2).collect();
+        let mut seen: Vec<u32> = Vec::new();
+        let mut cursor: Option<PeId> = None;
+        for round in 0u32.. {
+            let mut out = Vec::new();
+            let more = hs.page(cursor.map(|c| (&h, c)), None, 37, &mut out);
+            for id in out {
+                let pe = hs.entry(id).unwrap().id();
+                seen.push(pe.0);
+                cursor = Some(pe);
+            }
+            if !more {
+                break;
+            }
+            // A few changes per page, spread over the whole ID range.
+            for j in 0..5 {
+                let x = (round * 7919 + j * 1543) % 4000;
+                if x % 2 == 1 {
+                    // Odd IDs come and go; they may or may not be reached.
+                    if hs.deregister(&h, PeId(x)).is_none() {
+                        hs.register(&h, pe(x, 1, policy.clone()), 0).unwrap();
+                    }
+                } else if stayed.remove(&x) {
+                    hs.deregister(&h, PeId(x)).unwrap();
+                }
+            }
+        }
+        hs.check_invariants().unwrap();
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{policy:?}: order");
+        let seen: std::collections::BTreeSet<u32> = seen.into_iter().collect();
+        assert!(
+            stayed.is_subset(&seen),
+            "{policy:?}: a PE that stayed was skipped"
+        );
+    }
+}
+
 /// RFC 5353 §3.6.3: mark, re-import un-marks, sweep removes the rest.
 #[test]
 fn mark_and_sweep_resynchronises() {

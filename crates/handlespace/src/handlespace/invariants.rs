@@ -85,8 +85,11 @@ impl Handlespace {
             let Some(pool) = pool else { continue };
             let p = p as u32;
             let ordered_ok = {
-                let mut ids = pool.ids();
-                let sorted = ids.sorted();
+                let mut sorted = Vec::new();
+                pool.ids().walk(Bound::Unbounded, |id| {
+                    sorted.push(id);
+                    true
+                });
                 sorted.len() == pool.len
                     && per_pool.get(p as usize) == Some(&pool.len)
                     && sorted.windows(2).all(|w| w[0] < w[1])
