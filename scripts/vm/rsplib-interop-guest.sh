@@ -191,12 +191,84 @@ stop ourpe3
 stop rsppe3
 stop ourreg3
 stop rspreg3
+# ------------------------------------------------------------- step 4
+# Takeover between the implementations (RFC 5353 3.5): two peered
+# registrars with fast peer timers; one is killed, the survivor must take
+# over the dead one's PE and the PE must accept its new home.
+FAST_RSP="-peerheartbeatcycle=1000 -peermaxtimelastheard=2000 -peermaxtimenoresponse=1000 -takeoverexpiryinterval=3000 -endpointkeepalivetransmissioninterval=1000 -endpointkeepalivetimeoutinterval=2000"
+FAST_OUR="--peer-heartbeat-cycle 1s --max-time-last-heard 2s --max-time-no-response 1s --takeover-expiry 3s --keep-alive-interval 1s --keep-alive-timeout 2s --mentor-discovery-timeout 1s"
+# 4a: our registrar dies; rspregistrar takes over our PE. rsplib finishes a
+# takeover only when the last ENRP_INIT_TAKEOVER_ACK arrives (with no other
+# peer it lets the takeover expire and keeps the PE unowned), so a third
+# registrar (ours) must acknowledge. That one also starts a takeover of its
+# own; with the reference implementation's rule (lowest ID wins) and the
+# highest possible ID it yields to rspregistrar.
+start rspreg4a rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 -peer=$IP:9902 \
+  -peer=$IP:9903 $FAST_RSP
+start ourreg4a rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+  --enrp-port 9902 --id 0x0b0b0004 --peer $IP:9901 --peer $IP:9903 $FAST_OUR
+start ourreg4c rserpool registrar --transport kernel --addr $IP --asap-port 3865 \
+  --enrp-port 9903 --id 0xffffffff --peer $IP:9901 --peer $IP:9902 $FAST_OUR \
+  --takeover-arbitration lowest
+sleep 3
+start ourpe4a rserpool pe --pool ta --registrar $IP:3864 --transport kernel \
+  --local $IP --id "$OUR_PE_ID" --registration-life 30s
+wait_log ourpe4a 15 ' registered'
+sleep 2
+kill -9 "$PID_ourreg4a"
+if wait_log ourpe4a 15 'home changed to registrar' &&
+  ! grep -q 'home changed to registrar 0xffffffff' "$LOGS/ourpe4a"; then
+  timeout 20 rserpool pu --pool ta --registrar $IP:3863 --transport kernel \
+    --count 1 --cache 0 >"$LOGS/ourpu4a" 2>&1
+  if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu4a"; then
+    pass "4a rspregistrar takes over our PE from our dead registrar" "$(grep -m1 'home changed' "$LOGS/ourpe4a")"
+  else
+    fail "4a rspregistrar takes over our PE from our dead registrar" "home changed but PE not resolvable" ourpu4a ourpe4a rspreg4a
+  fi
+else
+  fail "4a rspregistrar takes over our PE from our dead registrar" "our PE saw no new home (or ours) within 15 s" ourpe4a rspreg4a ourreg4a ourreg4c
+fi
+stop ourpe4a
+stop rspreg4a
+stop ourreg4c
+# 4b: rspregistrar dies; our registrar takes over rsplib's PE.
+start rspreg4b rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 -peer=$IP:9902 $FAST_RSP
+start ourreg4b rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+  --enrp-port 9902 --id 0x0b0b0005 --peer $IP:9901 $FAST_OUR
+sleep 3
+start rsppe4b rspserver -echo -poolhandle=tb -registrar=$IP:3863 \
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=3
+wait_log ourreg4b 15 "PE $RSP_PE_ID"
+sleep 2
+kill -9 "$PID_rspreg4b"
+if wait_log ourreg4b 15 'takeover of .* completed'; then
+  # The PE must answer our keep-alives as its new home, so it is still
+  # there after several rounds.
+  sleep 5
+  timeout 20 rserpool pu --pool tb --registrar $IP:3864 --transport kernel \
+    --count 1 --cache 0 >"$LOGS/ourpu4b" 2>&1
+  if grep -q "pe=$RSP_PE_ID" "$LOGS/ourpu4b"; then
+    pass "4b our registrar takes over rspserver from dead rspregistrar" "$(grep -m1 'takeover of .* completed' "$LOGS/ourreg4b")"
+  else
+    fail "4b our registrar takes over rspserver from dead rspregistrar" "takeover done but PE lost" ourpu4b ourreg4b rsppe4b
+  fi
+else
+  fail "4b our registrar takes over rspserver from dead rspregistrar" "no takeover within 15 s" ourreg4b rsppe4b rspreg4b
+fi
+stop rsppe4b
+stop ourreg4b
+
 # Warnings and errors either side logged, as evidence even when all passed
 # (rsplib logs at level 3 = warnings; ours at info).
 echo "== warnings and errors logged by any program:"
 for f in "$LOGS"/*; do
   grep -i -B1 'warn\|error' "$f" 2>/dev/null | grep -v '^--$' | head -n 20 | sed "s|^|$(basename "$f"): |"
 done
+
+# The host shares a directory (rsplib-interop.sh --share) to keep the logs.
+if [ -d /mnt/host/logs ]; then
+  cp "$LOGS"/* /mnt/host/logs/ && echo "== logs copied to the host"
+fi
 
 if [ "$failed" -eq 0 ]; then
   echo "INTEROP: all checks passed"

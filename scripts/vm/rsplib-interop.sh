@@ -7,8 +7,11 @@
 #   2  our registrar + rspserver (PE) + our PU + rspterminal (PU)
 #   3  ENRP: our registrar and rspregistrar as peers, a PE at each, each pool
 #      resolved at the other registrar; hsdump reads our handle table
+#   4  takeovers: a registrar of one implementation is killed, one of the
+#      other takes its PE over
 # Each check prints "INTEROP <name>: PASS|FAIL"; the script exits 0 only if
-# all passed. The console log is target/vm-cache/last-boot.log.
+# all passed. The console log is target/vm-cache/last-boot.log, the logs of
+# every program run in the guest land in target/vm-cache/rsplib-interop-logs/.
 #
 # Usage: scripts/vm/rsplib-interop.sh [--timeout SECS] [--release]
 set -euo pipefail
@@ -21,7 +24,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --release) PROFILE=release; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "rsplib-interop: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -43,14 +46,19 @@ strip -o "$BINDIR/rserpool" "target/$triple/$PROFILE/rserpool"
 cp scripts/vm/rsplib-interop-guest.sh "$BINDIR/rsplib-interop-guest.sh"
 chmod +x "$BINDIR/rsplib-interop-guest.sh"
 
+SHARE="$ROOT/target/vm-cache/rsplib-interop-share"
+rm -rf "$SHARE" && mkdir -p "$SHARE/logs"
+
 # The guest script never stops at the first failure; run-kernel-tests.sh
 # turns its exit status into the PASS/FAIL marker.
 set +e
-scripts/vm/run-kernel-tests.sh --no-default --timeout "$TIMEOUT" \
+scripts/vm/run-kernel-tests.sh --no-default --timeout "$TIMEOUT" --share "$SHARE" \
   --bin "$BINDIR/rserpool" --bin "$BINDIR/rsplib-interop-guest.sh" \
   --deb rsplib-registrar --deb rsplib-tools --deb-deps \
   --run 'rsplib-interop-guest.sh' | tee "$BINDIR/console"
 rc=${PIPESTATUS[0]}
+rm -rf "$ROOT/target/vm-cache/rsplib-interop-logs"
+mv "$SHARE/logs" "$ROOT/target/vm-cache/rsplib-interop-logs" && rm -rf "$SHARE"
 echo "rsplib-interop: summary" >&2
 grep '^INTEROP ' "$BINDIR/console" >&2 || true
 exit "$rc"
