@@ -25,6 +25,8 @@ mkdir -p "$LOGS"
 failed=0
 PIDS=""
 
+# INTEROP_STEPS selects steps (default all), e.g. "3 4".
+want() { case " ${INTEROP_STEPS:-1 2 3 4} " in *" $1 "*) return 0 ;; esac; return 1; }
 pass() { echo "INTEROP $1: PASS ($2)"; }
 fail() {
   echo "INTEROP $1: FAIL ($2)"
@@ -62,12 +64,13 @@ wait_log() {
 }
 
 export RUST_LOG=info
-RSPREG_OPTS="-logcolor=off -loglevel=3 -mentordiscoverytimeout=500 -asapannounce=off -enrpannounce=off"
+RSPREG_OPTS="-logcolor=off -loglevel=${RSPLIB_LOGLEVEL:-3} -mentordiscoverytimeout=500 -asapannounce=off -enrpannounce=off"
 
 echo "== rsplib $(rspregistrar -h 2>&1 | head -n 1)"
 
 # ------------------------------------------------------------- step 1
 # rsplib's registrar; our PE registers; our PU resolves it there.
+if want 1; then
 start rspreg1 rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 \
   -endpointkeepalivetransmissioninterval=1000 -endpointkeepalivetimeoutinterval=1000
 sleep 2
@@ -108,15 +111,17 @@ else
   fail "1c our PE deregisters at rspregistrar" "not deregistered (or never registered)" ourpe1 ourpu1c rspreg1
 fi
 stop rspreg1
+fi
 
 # ------------------------------------------------------------- step 2
 # Our registrar; rsplib's PE registers; our PU and rspterminal resolve it.
+if want 2; then
 start ourreg2 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
   --enrp-port 9902 --id 0x0b0b0002 --mentor-discovery-timeout 500ms \
   --keep-alive-interval 1s --keep-alive-timeout 1s
 sleep 2
 start rsppe2 rspserver -echo -poolhandle=echo -registrar=$IP:3864 \
-  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=3
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=${RSPLIB_LOGLEVEL:-3}
 if wait_log ourreg2 15 "of pool echo registered"; then
   pass "2a rspserver registers at our registrar" "$(grep -m1 "of pool echo registered" "$LOGS/ourreg2")"
 else
@@ -152,10 +157,12 @@ else
 fi
 stop rsppe2
 stop ourreg2
+fi
 
 # ------------------------------------------------------------- step 3
 # ENRP: both registrars as peers; a PE at each; each pool resolved at the
 # other registrar; hsdump asks each for its handle table.
+if want 3; then
 start rspreg3 rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 \
   -peer=$IP:9902
 start ourreg3 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
@@ -164,7 +171,7 @@ sleep 3
 start ourpe3 rserpool pe --pool ours --registrar $IP:3864 --transport kernel \
   --local $IP --id "$OUR_PE_ID" --registration-life 30s
 start rsppe3 rspserver -echo -poolhandle=theirs -registrar=$IP:3863 \
-  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=3
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=${RSPLIB_LOGLEVEL:-3}
 wait_log ourpe3 15 ' registered'
 sleep 4
 timeout 20 rserpool pu --pool ours --registrar $IP:3863 --transport kernel \
@@ -187,57 +194,127 @@ if grep -qi "ours" "$LOGS/hsdump3" && grep -qi "theirs" "$LOGS/hsdump3"; then
 else
   fail "3c hsdump reads our registrar's handle table (ENRP)" "pools missing" hsdump3 ourreg3
 fi
+# Deregistrations are replicated too (ENRP_HANDLE_UPDATE, Delete).
 stop ourpe3
 stop rsppe3
+sleep 1
+timeout 20 rserpool pu --pool ours --registrar $IP:3863 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu3d" 2>&1
+if grep -q 'unknown pool handle' "$LOGS/ourpu3d"; then
+  pass "3d our PE's deregistration replicated to rspregistrar" "pool ours unknown there"
+else
+  fail "3d our PE's deregistration replicated to rspregistrar" "still resolvable" ourpu3d ourreg3 rspreg3
+fi
+timeout 20 rserpool pu --pool theirs --registrar $IP:3864 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu3e" 2>&1
+if grep -q 'unknown pool handle' "$LOGS/ourpu3e"; then
+  pass "3e rspserver's deregistration replicated to our registrar" "pool theirs unknown here"
+else
+  fail "3e rspserver's deregistration replicated to our registrar" "still resolvable" ourpu3e ourreg3 rspreg3 rsppe3
+fi
 stop ourreg3
 stop rspreg3
+fi
+
 # ------------------------------------------------------------- step 4
 # Takeover between the implementations (RFC 5353 3.5): two peered
 # registrars with fast peer timers; one is killed, the survivor must take
 # over the dead one's PE and the PE must accept its new home.
+if want 4; then
 FAST_RSP="-peerheartbeatcycle=1000 -peermaxtimelastheard=2000 -peermaxtimenoresponse=1000 -takeoverexpiryinterval=3000 -endpointkeepalivetransmissioninterval=1000 -endpointkeepalivetimeoutinterval=2000"
 FAST_OUR="--peer-heartbeat-cycle 1s --max-time-last-heard 2s --max-time-no-response 1s --takeover-expiry 3s --keep-alive-interval 1s --keep-alive-timeout 2s --mentor-discovery-timeout 1s"
-# 4a: our registrar dies; rspregistrar takes over our PE. rsplib finishes a
-# takeover only when the last ENRP_INIT_TAKEOVER_ACK arrives (with no other
-# peer it lets the takeover expire and keeps the PE unowned), so a third
-# registrar (ours) must acknowledge. That one also starts a takeover of its
-# own; with the reference implementation's rule (lowest ID wins) and the
-# highest possible ID it yields to rspregistrar.
-start rspreg4a rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 -peer=$IP:9902 \
-  -peer=$IP:9903 $FAST_RSP
-start ourreg4a rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
-  --enrp-port 9902 --id 0x0b0b0004 --peer $IP:9901 --peer $IP:9903 $FAST_OUR
-start ourreg4c rserpool registrar --transport kernel --addr $IP --asap-port 3865 \
-  --enrp-port 9903 --id 0xffffffff --peer $IP:9901 --peer $IP:9902 $FAST_OUR \
-  --takeover-arbitration lowest
-sleep 3
-start ourpe4a rserpool pe --pool ta --registrar $IP:3864 --transport kernel \
-  --local $IP --id "$OUR_PE_ID" --registration-life 30s
-wait_log ourpe4a 15 ' registered'
-sleep 2
-kill -9 "$PID_ourreg4a"
+# Takeover with three registrars: the victim (ours) is frozen with SIGSTOP,
+# so that only the ENRP timers can find it dead (a killed process would
+# abort its associations and the fastest reaction would win a race). Of the
+# two survivors, the one with short peer timers takes over, the other
+# (long timers) acknowledges. rsplib finishes a takeover only when the last
+# ENRP_INIT_TAKEOVER_ACK arrives: with no other peer it lets it expire and
+# the PE stays unowned, hence three registrars.
+SLOW_RSP="-peerheartbeatcycle=1000 -peermaxtimelastheard=30000 -peermaxtimenoresponse=5000 -takeoverexpiryinterval=3000"
+SLOW_OUR="--peer-heartbeat-cycle 1s --max-time-last-heard 30s --max-time-no-response 5s --mentor-discovery-timeout 1s"
+# takeover_case NAME RSP_TIMERS OUR3_TIMERS EXPECTED_HOME_DESC
+# Victim: our registrar 0x0b0b0004 (ASAP 3864, ENRP 9902) with our PE;
+# survivors: rspregistrar (3863/9901) and our registrar 0x0b0b000c (3865/9903).
+takeover_case() {
+  tc="$1"
+  start "rspreg$tc" rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 -peer=$IP:9902 \
+    -peer=$IP:9903 $2
+  start "victim$tc" rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+    --enrp-port 9902 --id 0x0b0b0004 --peer $IP:9901 --peer $IP:9903 $FAST_OUR
+  start "ourreg$tc" rserpool registrar --transport kernel --addr $IP --asap-port 3865 \
+    --enrp-port 9903 --id 0x0b0b000c --peer $IP:9901 --peer $IP:9902 $3
+  sleep 3
+  start "ourpe$tc" rserpool pe --pool ta --registrar $IP:3864 --transport kernel \
+    --local $IP --id "$OUR_PE_ID" --registration-life 30s
+  wait_log "ourpe$tc" 15 ' registered'
+  sleep 2
+  eval "kill -STOP \$PID_victim$tc"
+}
+takeover_cleanup() {
+  eval "kill -9 \$PID_victim$1"
+  stop "ourpe$1"
+  stop "rspreg$1"
+  stop "ourreg$1"
+}
+# 4a: rspregistrar takes over (fast timers), our 0x0b0b000c acknowledges.
+takeover_case 4a "$FAST_RSP" "$SLOW_OUR"
 if wait_log ourpe4a 15 'home changed to registrar' &&
-  ! grep -q 'home changed to registrar 0xffffffff' "$LOGS/ourpe4a"; then
+  ! grep -q 'home changed to registrar 0x0b0b000c' "$LOGS/ourpe4a"; then
   timeout 20 rserpool pu --pool ta --registrar $IP:3863 --transport kernel \
     --count 1 --cache 0 >"$LOGS/ourpu4a" 2>&1
   if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu4a"; then
-    pass "4a rspregistrar takes over our PE from our dead registrar" "$(grep -m1 'home changed' "$LOGS/ourpe4a")"
+    pass "4a rspregistrar takes over our PE, our registrar acknowledges" "$(grep -m1 'home changed' "$LOGS/ourpe4a")"
   else
-    fail "4a rspregistrar takes over our PE from our dead registrar" "home changed but PE not resolvable" ourpu4a ourpe4a rspreg4a
+    fail "4a rspregistrar takes over our PE, our registrar acknowledges" "home changed but PE not resolvable" ourpu4a ourpe4a rspreg4a ourreg4a
   fi
 else
-  fail "4a rspregistrar takes over our PE from our dead registrar" "our PE saw no new home (or ours) within 15 s" ourpe4a rspreg4a ourreg4a ourreg4c
+  fail "4a rspregistrar takes over our PE, our registrar acknowledges" "our PE saw no new home (or the wrong one) within 15 s" ourpe4a rspreg4a ourreg4a victim4a
 fi
+# The acknowledging registrar keeps the PE, now homed at rspregistrar
+# (rsplib fails to send ENRP_TAKEOVER_SERVER here, "sendtoplus() error", but
+# the PE re-registers and rsplib's HANDLE_UPDATE names the new owner): even
+# once the victim's associations are aborted, the PE must stay.
+eval "kill -9 \$PID_victim4a"
+sleep 3
+timeout 20 rserpool pu --pool ta --registrar $IP:3865 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu4c" 2>&1
+if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu4c"; then
+  pass "4c the acknowledging registrar (ours) keeps the taken-over PE" "$(grep -m1 "pe=" "$LOGS/ourpu4c")"
+else
+  fail "4c the acknowledging registrar (ours) keeps the taken-over PE" "PE lost there" ourpu4c ourreg4a rspreg4a
+fi
+# Our PE deregisters at its new home; rsplib's HANDLE_UPDATE (Delete) must
+# remove it at the acknowledging registrar as well.
 stop ourpe4a
-stop rspreg4a
-stop ourreg4c
+timeout 20 rserpool pu --pool ta --registrar $IP:3865 --transport kernel \
+  --count 1 --cache 0 >"$LOGS/ourpu4e" 2>&1
+if grep -q 'unknown pool handle' "$LOGS/ourpu4e"; then
+  pass "4e deregistration at the new home replicated to our registrar" "pool ta unknown there"
+else
+  fail "4e deregistration at the new home replicated to our registrar" "still resolvable" ourpu4e ourreg4a rspreg4a
+fi
+takeover_cleanup 4a
+# 4d: our 0x0b0b000c takes over (fast timers), rspregistrar acknowledges.
+takeover_case 4d "$SLOW_RSP" "$FAST_OUR"
+if wait_log ourpe4d 15 'home changed to registrar 0x0b0b000c'; then
+  timeout 20 rserpool pu --pool ta --registrar $IP:3863 --transport kernel \
+    --count 1 --cache 0 >"$LOGS/ourpu4d" 2>&1
+  if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu4d" && grep -q 'takeover of 0x0b0b0004 completed' "$LOGS/ourreg4d"; then
+    pass "4d our registrar takes over our PE, rspregistrar acknowledges" "$(grep -m1 'takeover of .* completed' "$LOGS/ourreg4d")"
+  else
+    fail "4d our registrar takes over our PE, rspregistrar acknowledges" "PE not resolvable at rspregistrar afterwards" ourpu4d ourreg4d rspreg4d
+  fi
+else
+  fail "4d our registrar takes over our PE, rspregistrar acknowledges" "our PE saw no move to 0x0b0b000c within 15 s" ourpe4d ourreg4d rspreg4d victim4d
+fi
+takeover_cleanup 4d
 # 4b: rspregistrar dies; our registrar takes over rsplib's PE.
 start rspreg4b rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 -peer=$IP:9902 $FAST_RSP
 start ourreg4b rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
   --enrp-port 9902 --id 0x0b0b0005 --peer $IP:9901 $FAST_OUR
 sleep 3
 start rsppe4b rspserver -echo -poolhandle=tb -registrar=$IP:3863 \
-  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=3
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=${RSPLIB_LOGLEVEL:-3}
 wait_log ourreg4b 15 "PE $RSP_PE_ID"
 sleep 2
 kill -9 "$PID_rspreg4b"
@@ -257,6 +334,7 @@ else
 fi
 stop rsppe4b
 stop ourreg4b
+fi
 
 # Warnings and errors either side logged, as evidence even when all passed
 # (rsplib logs at level 3 = warnings; ours at info).

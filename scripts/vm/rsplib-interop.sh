@@ -13,18 +13,23 @@
 # all passed. The console log is target/vm-cache/last-boot.log, the logs of
 # every program run in the guest land in target/vm-cache/rsplib-interop-logs/.
 #
-# Usage: scripts/vm/rsplib-interop.sh [--timeout SECS] [--release]
+# Usage: scripts/vm/rsplib-interop.sh [--timeout SECS] [--release] [--steps "N ..."]
+#        [--rsplib-loglevel 0-9]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 TIMEOUT=300
 PROFILE=debug
+STEPS="1 2 3 4"
+RSPLIB_LOGLEVEL=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --release) PROFILE=release; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --steps) STEPS="$2"; shift 2 ;;
+    --rsplib-loglevel) RSPLIB_LOGLEVEL="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "rsplib-interop: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +60,7 @@ set +e
 scripts/vm/run-kernel-tests.sh --no-default --timeout "$TIMEOUT" --share "$SHARE" \
   --bin "$BINDIR/rserpool" --bin "$BINDIR/rsplib-interop-guest.sh" \
   --deb rsplib-registrar --deb rsplib-tools --deb-deps \
-  --run 'rsplib-interop-guest.sh' | tee "$BINDIR/console"
+  --run "INTEROP_STEPS='$STEPS' RSPLIB_LOGLEVEL=$RSPLIB_LOGLEVEL rsplib-interop-guest.sh" | tee "$BINDIR/console"
 rc=${PIPESTATUS[0]}
 rm -rf "$ROOT/target/vm-cache/rsplib-interop-logs"
 mv "$SHARE/logs" "$ROOT/target/vm-cache/rsplib-interop-logs" && rm -rf "$SHARE"
