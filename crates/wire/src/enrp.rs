@@ -437,6 +437,12 @@ fn decode_body(
         EnrpType::ListResponse => {
             let mut peers = Vec::new();
             while let Some(p) = r.optional(ctx, ParamType::ServerInformation)? {
+                // rsplib lists a static peer whose ID it has not learnt yet
+                // with server ID 0: that entry names no registrar, but the
+                // others in the list still do.
+                if ServerInformation::is_unidentified(&p) {
+                    continue;
+                }
                 peers.push(ServerInformation::decode(p, ctx)?);
             }
             M::ListResponse {

@@ -31,6 +31,12 @@ impl ServerInformation {
         })
     }
 
+    /// Whether the parameter carries server ID 0, which rsplib sends for a
+    /// peer it knows only by address.
+    pub(crate) fn is_unidentified(p: &RawParam<'_>) -> bool {
+        p.value.clone().u32().is_ok_and(|id| id == 0)
+    }
+
     pub(crate) fn encode(&self, w: &mut Writer) -> Result<(), EncodeError> {
         if !matches!(self.transport.protocol, Protocol::Sctp(_)) {
             return Err(EncodeError::Invalid {
