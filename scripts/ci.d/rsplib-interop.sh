@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Interoperability with the reference implementation (Debian's rsplib
 # packages) over kernel SCTP in the qemu VM: registrar, PE, PU and ENRP both
-# ways, takeovers both ways. Budget: about 110 s once the static rserpool
-# build is cached (100 s of that is the emulated guest); the .debs are cached in target/vm-cache.
+# ways, takeovers both ways. Budget: about 2 minutes once the static
+# rserpool build is cached (most of it in the emulated guest); the .debs
+# are cached in target/vm-cache.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exec scripts/vm/rsplib-interop.sh --timeout 300
