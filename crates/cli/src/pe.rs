@@ -5,7 +5,7 @@ use crate::node::addr::{EndpointSpec, LocalAddr};
 use crate::node::duration::Millis;
 use crate::node::policy;
 use crate::node::transport::{self, TransportArgs};
-use crate::node::{Node, config_error, shutdown_signal, tokio_runtime};
+use crate::node::{Node, block_on, config_error, shutdown_signal};
 use crate::registrar::ASAP_PORT;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -183,11 +183,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(k) => k,
         Err(e) => return config_error(e),
     };
-    let rt = match tokio_runtime() {
-        Ok(rt) => rt,
-        Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
-    };
-    rt.block_on(serve(plan, kind))
+    block_on(serve(plan, kind))
 }
 
 async fn serve(mut plan: Plan, kind: BackendKind) -> ExitCode {

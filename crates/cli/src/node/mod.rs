@@ -23,12 +23,16 @@ pub fn config_error(reason: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// A single-threaded tokio runtime: each node is one task plus its
-/// transport's driver, which one thread serves well.
-pub fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+/// Runs a node to completion on a single-threaded tokio runtime (each node
+/// is one task plus its transport's driver, which one thread serves well).
+pub fn block_on(node: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+    {
+        Ok(rt) => rt.block_on(node),
+        Err(e) => config_error(format!("cannot start the async runtime: {e}")),
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives; returns the signal's name.

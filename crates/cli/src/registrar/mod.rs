@@ -5,7 +5,7 @@ pub use settings::{ASAP_PORT, Balance};
 mod status;
 
 use crate::node::transport;
-use crate::node::{Node, config_error, shutdown_signal, tokio_runtime};
+use crate::node::{Node, block_on, config_error, shutdown_signal};
 use rserpool_core::Instant;
 use rserpool_core::registrar::{Registrar, RegistrarEvent};
 use rserpool_net::runtime::{AnnounceChannel, Endpoints};
@@ -62,11 +62,7 @@ pub fn run(args: Args) -> ExitCode {
             return config_error(e);
         }
     }
-    let rt = match tokio_runtime() {
-        Ok(rt) => rt,
-        Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
-    };
-    rt.block_on(serve(plan, kind))
+    block_on(serve(plan, kind))
 }
 
 async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
