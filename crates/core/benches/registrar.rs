@@ -290,7 +290,7 @@ fn run(s: &Scope, rng: &mut ChaCha8Rng) -> Cells {
     drop(regs);
 
     // Handle resolutions for one PE of a random pool.
-    let queries: Vec<Bytes> = (0..s.n.max(1_000_000).min(2_000_000))
+    let queries: Vec<Bytes> = (0..s.n.clamp(1_000_000, 2_000_000))
         .map(|_| {
             asap(AsapMessage::HandleResolution {
                 subscribe: false,

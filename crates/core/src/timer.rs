@@ -41,6 +41,7 @@ impl<K: Ord + Hash + Clone> Timers<K> {
     }
 
     /// Whether `key` is armed.
+    #[cfg(test)]
     pub(crate) fn is_set(&self, key: &K) -> bool {
         self.by_key.contains_key(key)
     }

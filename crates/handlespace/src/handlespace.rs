@@ -1,5 +1,6 @@
 //! The handlespace: storage, registration rules, indices and their upkeep.
 
+use crate::custody::Custodies;
 use crate::entry::{EntryId, PeEntry};
 use crate::error::RegisterError;
 use crate::hashing::Map;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 
+mod custody;
 mod deadlines;
 mod invariants;
 mod ownership;
@@ -72,6 +74,8 @@ pub struct RegisterOutcome {
     pub new_pool: bool,
     /// Set when a known PE's home registrar changed.
     pub owner_change: Option<OwnerChange>,
+    /// The PE's home registrar before this registration (`None` for a new PE).
+    pub previous_owner: Option<PrId>,
 }
 
 /// A PE taken out of the handlespace, with what a DEL_PE announcement needs.
@@ -126,6 +130,8 @@ pub struct Handlespace {
     pool_order: BTreeMap<PoolHandle, u32>,
     owners: Owners,
     timers: TimerQueue,
+    /// What the home registrar keeps per PE (association, reports, acks).
+    custody: Custodies,
     /// Seeded hasher for element and transport fingerprints.
     fingerprints: foldhash::fast::RandomState,
 }
@@ -215,6 +221,7 @@ impl Handlespace {
             pool_order: BTreeMap::new(),
             owners: Owners::default(),
             timers: TimerQueue::default(),
+            custody: Custodies::default(),
             fingerprints: foldhash::fast::RandomState::default(),
         }
     }
@@ -345,6 +352,7 @@ impl Handlespace {
             new_pe: true,
             new_pool,
             owner_change: None,
+            previous_owner: None,
         })
     }
 
@@ -361,6 +369,7 @@ impl Handlespace {
                 self.pos.push(Pos::default());
                 let i = (self.entries.len() - 1) as u32;
                 self.timers.ensure(i);
+                self.custody.ensure(i);
                 i
             }
         };
@@ -422,6 +431,7 @@ impl Handlespace {
             // Fingerprints are 64-bit and seeded per handlespace, so a
             // collision is neither likely nor constructible by a sender.
             drop(pe);
+            let previous_owner = entry.element.home_registrar;
             entry.last_update = now;
             entry.marked = false;
             if std::mem::take(&mut entry.counter) != 0 {
@@ -443,6 +453,7 @@ impl Handlespace {
                 new_pe: false,
                 new_pool: false,
                 owner_change: None,
+                previous_owner,
             });
         }
         if check
@@ -510,6 +521,7 @@ impl Handlespace {
             new_pe: false,
             new_pool: false,
             owner_change,
+            previous_owner: from,
         })
     }
 
@@ -554,6 +566,7 @@ impl Handlespace {
         prefetch(&self.pos[i as usize]);
         prefetch(&self.nodes[i as usize]);
         self.timers.prefetch(i);
+        self.custody.prefetch(i);
         let entry = self.entries[i as usize].take().expect("live entry");
         self.len -= 1;
         self.free.push(i);
@@ -587,6 +600,7 @@ impl Handlespace {
             }
         }
         self.timers.clear(i);
+        self.custody.clear(i);
         let pool_handle = if pool_removed {
             let pool = self.pools[p as usize].take().expect("live pool");
             self.pool_index.remove(&pool.handle);

@@ -27,6 +27,7 @@
 //! | WRAND, RLU family, WRAND-DPF | Fenwick tree of weights | update O(log n), resolve O(k log n) |
 //! | ownership | per-registrar member array, count and checksum | O(1) |
 //! | deadlines | binary heap, lazy re-arm | next O(1), arm O(log n), later re-arm O(1) |
+//! | custody (registration association, unreachability reports, outstanding keep-alive) | side array; per-association intrusive lists | O(1); an association's PEs O(its PEs) |
 //!
 //! Identical re-registrations are recognised by a seeded 64-bit fingerprint
 //! of the element and keep the stored copy. Performance figures against the
@@ -57,6 +58,7 @@
 //! assert_eq!(hs.owned_count(PrId::new(7).unwrap()), 1);
 //! ```
 
+mod custody;
 mod entry;
 mod error;
 mod handlespace;

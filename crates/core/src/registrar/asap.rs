@@ -1,14 +1,14 @@
 //! The registrar's ASAP side (RFC 5352): registration, deregistration,
 //! handle resolution, keep-alives and unreachability reports.
 
-use super::{PeKey, Registrar, RegistrarEvent, RemovalReason, Timer};
+use super::{Registrar, RegistrarEvent, RemovalReason};
 use crate::io::{AssocId, Destination, DownReason, Transmit};
 use crate::time::Instant;
+use rserpool_handlespace::{EntryId, TimerKind};
 use rserpool_wire::{
     AsapMessage, CauseCode, ErrorCause, Message, PeId, PoolElement, PoolHandle, PrId, Protocol,
     ServerInformation, TransportAddress, TransportUse, UserTransport,
 };
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 impl Registrar {
@@ -25,9 +25,8 @@ impl Registrar {
                 pool_handle, items, ..
             } => self.handle_resolution(assoc, pool_handle, items),
             AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id } => {
-                let key = (pool_handle, pe_id);
-                if self.timers.cancel(&Timer::KeepAliveTimeout(key.clone())) {
-                    self.bad_reports.remove(&key);
+                if let Some(entry) = self.space.find(&pool_handle, pe_id) {
+                    self.keep_alive_acknowledged(now, entry);
                 }
             }
             AsapMessage::EndpointUnreachable { pool_handle, pe_id } => {
@@ -59,7 +58,7 @@ impl Registrar {
         mut pe: PoolElement,
     ) {
         let pe_id = pe.id;
-        let reject = |r: &mut Self, cause: ErrorCause| {
+        let reject = |r: &mut Self, pool: PoolHandle, cause: ErrorCause| {
             r.out.event(RegistrarEvent::RegistrationRejected {
                 pool: pool.clone(),
                 pe: pe_id,
@@ -69,93 +68,69 @@ impl Registrar {
                 assoc,
                 AsapMessage::RegistrationResponse {
                     rejected: true,
-                    pool_handle: pool.clone(),
+                    pool_handle: pool,
                     pe_id,
                     error: Some(vec![cause]),
                 },
             );
         };
-        let Some(peer) = self.associations.get(&assoc).cloned() else {
+        let Some(peer) = self.associations.get(&assoc) else {
             // A registration on an association the driver never reported is a
             // driver bug; answering is still right.
-            return reject(self, ErrorCause::new(CauseCode::Unspecified));
+            return reject(self, pool, ErrorCause::new(CauseCode::Unspecified));
         };
-        if let Err(cause) = adopt_user_addresses(&mut pe.user_transport, &peer) {
-            return reject(self, cause);
+        if let Err(cause) = adopt_user_addresses(&mut pe.user_transport, peer) {
+            return reject(self, pool, cause);
         }
+        pe.asap_transport = Some(asap_transport_of(peer));
         pe.home_registrar = Some(self.id);
-        pe.asap_transport = Some(asap_transport_of(&peer));
         let life = pe.registration_life;
-        let key: PeKey = (pool.clone(), pe_id);
-        let announced = pe.clone();
-        match self.space.register(&pool, pe, now) {
-            Err(cause) => reject(self, cause),
-            Ok(outcome) => {
-                self.reply(
-                    assoc,
-                    AsapMessage::RegistrationResponse {
-                        rejected: false,
-                        pool_handle: pool.clone(),
-                        pe_id,
-                        error: None,
-                    },
-                );
-                let from = outcome.previous_home.filter(|h| *h != self.id);
-                if from.is_some() {
-                    self.stats.ownership_gained += 1;
-                }
-                self.balancer.settle(&pool, pe_id);
-                self.bind_pe_association(key.clone(), assoc);
-                self.bad_reports.remove(&key);
-                self.arm_lifetime(now, key.clone(), life.0);
-                if !self.timers.is_set(&Timer::KeepAlive(key.clone())) {
-                    let first = self.jittered(self.cfg.keep_alive_interval);
-                    self.timers.set(Timer::KeepAlive(key.clone()), now + first);
-                }
-                self.out.event(RegistrarEvent::Registered {
-                    pool: pool.clone(),
-                    pe: pe_id,
-                    new: outcome.new,
-                    from,
-                });
-                self.announce_add(now, &pool, announced);
-            }
+        let outcome = match self.space.register(&pool, pe, now) {
+            Ok(outcome) => outcome,
+            Err(cause) => return reject(self, pool, cause),
+        };
+        let entry = outcome.entry;
+        self.reply(
+            assoc,
+            AsapMessage::RegistrationResponse {
+                rejected: false,
+                pool_handle: pool.clone(),
+                pe_id,
+                error: None,
+            },
+        );
+        let from = outcome.previous_owner.filter(|h| *h != self.id);
+        if from.is_some() {
+            self.stats.ownership_gained += 1;
         }
+        self.balancer.settle(entry);
+        self.space.bind_association(entry, assoc.0);
+        self.space.heard_from(entry);
+        self.arm_lifetime(now, entry, life.0);
+        if self.space.deadline(entry, TimerKind::KeepAlive).is_none() {
+            let first = self.jittered(self.cfg.keep_alive_interval);
+            self.space
+                .set_deadline(entry, TimerKind::KeepAlive, Some(now + first));
+        }
+        self.out.event(RegistrarEvent::Registered {
+            pool,
+            pe: pe_id,
+            new: outcome.new_pe,
+            from,
+        });
+        self.announce_add(now, entry);
     }
 
-    fn bind_pe_association(&mut self, key: PeKey, assoc: AssocId) {
-        if let Some(old) = self.pe_assoc.insert(key.clone(), assoc) {
-            if old != assoc {
-                if let Some(set) = self.assoc_pes.get_mut(&old) {
-                    set.remove(&key);
-                }
-            }
-        }
-        self.assoc_pes.entry(assoc).or_default().insert(key);
-    }
-
-    fn unbind_pe(&mut self, key: &PeKey) {
-        if let Some(a) = self.pe_assoc.remove(key) {
-            if let Some(set) = self.assoc_pes.get_mut(&a) {
-                set.remove(key);
-            }
-        }
-        self.timers.cancel(&Timer::KeepAlive(key.clone()));
-        self.timers.cancel(&Timer::KeepAliveTimeout(key.clone()));
-    }
-
-    pub(super) fn arm_lifetime(&mut self, now: Instant, key: PeKey, life: i32) {
-        match self.cfg.life_unit.duration(life) {
-            Some(d) => self.timers.set(Timer::Lifetime(key), now + d),
-            None => {
-                self.timers.cancel(&Timer::Lifetime(key));
-            }
-        }
+    pub(super) fn arm_lifetime(&mut self, now: Instant, entry: EntryId, life: i32) {
+        let at = self.cfg.life_unit.duration(life).map(|d| now + d);
+        self.space.set_deadline(entry, TimerKind::Lifetime, at);
     }
 
     fn deregistration(&mut self, assoc: AssocId, pool: PoolHandle, pe_id: PeId) {
         // RFC 5352 §3.2: an unknown PE is still answered with success.
-        self.remove_pe(&(pool.clone(), pe_id), RemovalReason::Deregistered);
+        if let Some(entry) = self.space.find(&pool, pe_id) {
+            self.remove_pe(entry, RemovalReason::Deregistered);
+        }
         self.reply(
             assoc,
             AsapMessage::DeregistrationResponse {
@@ -166,45 +141,35 @@ impl Registrar {
         );
     }
 
-    /// Removes a PE; if this registrar owned it (or learnt of the removal
-    /// first-hand), announces DEL_PE. Returns whether it was present.
-    pub(super) fn remove_pe(&mut self, key: &PeKey, reason: RemovalReason) -> bool {
-        let Some(pe) = self.space.remove(&key.0, key.1) else {
-            return false;
+    /// Removes a PE (with its deadlines and custody); if this registrar
+    /// owned it (or learnt of the removal first-hand), announces DEL_PE.
+    pub(super) fn remove_pe(&mut self, entry: EntryId, reason: RemovalReason) {
+        self.balancer.settle(entry);
+        let Some(removed) = self.space.remove_entry(entry) else {
+            return;
         };
-        let owned = pe.home_registrar == Some(self.id);
-        self.unbind_pe(key);
-        self.timers.cancel(&Timer::Lifetime(key.clone()));
-        self.bad_reports.remove(key);
-        self.balancer.settle(&key.0, key.1);
+        let owned = removed.element.home_registrar == Some(self.id);
         self.out.event(RegistrarEvent::Removed {
-            pool: key.0.clone(),
-            pe: key.1,
+            pool: removed.pool.clone(),
+            pe: removed.element.id,
             reason,
         });
         // A deregistration received here is announced even for a PE homed
         // elsewhere, so that its home drops it too.
         if owned || reason == RemovalReason::Deregistered {
-            self.announce_del(&key.0, pe);
+            self.announce_del(&removed.pool, removed.element);
         }
-        true
     }
 
     fn handle_resolution(&mut self, assoc: AssocId, pool: PoolHandle, items: Option<u32>) {
         let reply = match self.space.resolve(&pool, items, &mut self.rng) {
-            Ok((policy, mut pes)) => {
-                // The ASAP transport is the registrar's business, not the user's.
-                for pe in &mut pes {
-                    pe.asap_transport = None;
-                }
-                AsapMessage::HandleResolutionResponse {
-                    accepted: false,
-                    pool_handle: pool,
-                    policy: Some(policy),
-                    pool_elements: pes,
-                    error: None,
-                }
-            }
+            Ok((policy, pes)) => AsapMessage::HandleResolutionResponse {
+                accepted: false,
+                pool_handle: pool,
+                policy: Some(policy),
+                pool_elements: pes,
+                error: None,
+            },
             Err(cause) => AsapMessage::HandleResolutionResponse {
                 accepted: false,
                 pool_handle: pool,
@@ -219,79 +184,96 @@ impl Registrar {
     /// RFC 5352 §3.5: probe the PE at once; count reports; remove beyond
     /// MAX-BAD-PE-REPORT.
     fn endpoint_unreachable(&mut self, now: Instant, pool: PoolHandle, pe_id: PeId) {
-        let key = (pool, pe_id);
-        let Some(home) = self.space.home(&key.0, key.1) else {
+        let Some(entry) = self.space.find(&pool, pe_id) else {
             return;
         };
-        let count = {
-            let c = self.bad_reports.entry(key.clone()).or_default();
-            *c += 1;
-            *c
-        };
+        let count = self.space.report_unreachable(entry);
         if count > self.cfg.max_bad_pe_reports {
-            self.remove_pe(&key, RemovalReason::Unreachable);
-        } else if home == Some(self.id)
-            && !self.timers.is_set(&Timer::KeepAliveTimeout(key.clone()))
-        {
-            self.send_keep_alive(now, key, false);
+            self.remove_pe(entry, RemovalReason::Unreachable);
+        } else if self.space.home_of(entry) == Some(self.id) && !self.space.awaiting_ack(entry) {
+            self.send_keep_alive(now, entry, false);
         }
     }
 
-    /// Sends ENDPOINT_KEEP_ALIVE (with H to claim the PE) and arms the
-    /// answer's deadline; the periodic one is re-armed.
-    pub(super) fn send_keep_alive(&mut self, now: Instant, key: PeKey, home: bool) {
-        let Some(pe) = self.space.get(&key.0, key.1) else {
+    /// A PE's keep-alive deadline passed: without an outstanding keep-alive
+    /// it is time to send the next one, with one the PE failed to answer.
+    pub(super) fn keep_alive_due(&mut self, now: Instant, entry: EntryId) {
+        if self.space.home_of(entry) != Some(self.id) {
+            return;
+        }
+        if self.space.awaiting_ack(entry) {
+            self.remove_pe(entry, RemovalReason::KeepAliveTimeout);
+        } else {
+            self.send_keep_alive(now, entry, false);
+        }
+    }
+
+    fn keep_alive_acknowledged(&mut self, now: Instant, entry: EntryId) {
+        if !self.space.awaiting_ack(entry) {
+            return;
+        }
+        self.space.heard_from(entry);
+        let next = self.jittered(self.cfg.keep_alive_interval);
+        self.space
+            .set_deadline(entry, TimerKind::KeepAlive, Some(now + next));
+    }
+
+    /// Sends ENDPOINT_KEEP_ALIVE (with H to claim the PE); for an owned PE
+    /// the keep-alive deadline becomes the answer's.
+    pub(super) fn send_keep_alive(&mut self, now: Instant, entry: EntryId, home: bool) {
+        let Some(e) = self.space.entry(entry) else {
             return;
         };
-        let owned = pe.home_registrar == Some(self.id);
+        let owned = e.owner() == Some(self.id);
         if !owned && !home {
             return;
         }
-        let to = match self.pe_assoc.get(&key) {
-            Some(a) if self.associations.contains_key(a) => Destination::Association(*a),
-            _ => match &pe.asap_transport {
+        let to = match self.space.association(entry).map(AssocId) {
+            Some(a) if self.associations.contains_key(&a) => Destination::Association(a),
+            _ => match &e.element().asap_transport {
                 Some(t) => Destination::Addresses(socket_addrs(t)),
                 None => return,
             },
+        };
+        let pe_id = e.id();
+        let Some(pool) = self.space.handle_of(entry).cloned() else {
+            return;
         };
         self.send(Transmit::asap(
             to,
             AsapMessage::EndpointKeepAlive {
                 home,
                 server_id: self.id,
-                pool_handle: key.0.clone(),
-                pe_id: self.cfg.keep_alive_with_pe_id.then_some(key.1),
+                pool_handle: pool,
+                pe_id: self.cfg.keep_alive_with_pe_id.then_some(pe_id),
             },
         ));
-        if owned {
-            if !self.timers.is_set(&Timer::KeepAliveTimeout(key.clone())) {
-                self.timers.set(
-                    Timer::KeepAliveTimeout(key.clone()),
-                    now + self.cfg.keep_alive_timeout,
-                );
-            }
-            let next = self.jittered(self.cfg.keep_alive_interval);
-            self.timers.set(Timer::KeepAlive(key), now + next);
+        if owned && !self.space.awaiting_ack(entry) {
+            self.space.set_awaiting_ack(entry, true);
+            self.space.set_deadline(
+                entry,
+                TimerKind::KeepAlive,
+                Some(now + self.cfg.keep_alive_timeout),
+            );
         }
     }
 
-    pub(super) fn keep_alive_timeout(&mut self, key: PeKey) {
-        if self.space.home(&key.0, key.1) == Some(Some(self.id)) {
-            self.remove_pe(&key, RemovalReason::KeepAliveTimeout);
+    pub(super) fn lifetime_expired(&mut self, entry: EntryId) {
+        let owned = self.space.home_of(entry) == Some(self.id);
+        let assoc = self.space.association(entry).map(AssocId);
+        let key = self.space.key_of(entry);
+        self.remove_pe(entry, RemovalReason::LifetimeExpired);
+        if !owned {
+            return;
         }
-    }
-
-    pub(super) fn lifetime_expired(&mut self, key: PeKey) {
-        let owned = self.space.home(&key.0, key.1) == Some(Some(self.id));
-        let assoc = self.pe_assoc.get(&key).copied();
-        if self.remove_pe(&key, RemovalReason::LifetimeExpired) && owned {
-            // RFC 5352 §3.2: the home tells the PE its registration is gone.
-            if let Some(a) = assoc.filter(|a| self.associations.contains_key(a)) {
+        // RFC 5352 §3.2: the home tells the PE its registration is gone.
+        if let (Some(a), Some((pool, pe_id))) = (assoc, key) {
+            if self.associations.contains_key(&a) {
                 self.reply(
                     a,
                     AsapMessage::DeregistrationResponse {
-                        pool_handle: key.0,
-                        pe_id: key.1,
+                        pool_handle: pool,
+                        pe_id,
                         error: None,
                     },
                 );
@@ -305,16 +287,15 @@ impl Registrar {
     /// an ENDPOINT_KEEP_ALIVE to its ASAP transport and removed only if that
     /// goes unanswered, or kept quietly if its new home announces it first.
     pub(super) fn pe_association_down(&mut self, now: Instant, assoc: AssocId, reason: DownReason) {
-        let Some(pes) = self.assoc_pes.remove(&assoc) else {
+        let pes = self.space.take_association(assoc.0);
+        if pes.is_empty() {
             return;
-        };
+        }
         tracing::debug!(registrar = %self.id, ?assoc, ?reason, pes = pes.len(), "PE association down");
-        let keys: HashSet<PeKey> = pes;
-        for key in keys {
-            self.pe_assoc.remove(&key);
-            if self.space.home(&key.0, key.1) == Some(Some(self.id)) {
-                self.timers.cancel(&Timer::KeepAliveTimeout(key.clone()));
-                self.send_keep_alive(now, key, false);
+        for entry in pes {
+            if self.space.home_of(entry) == Some(self.id) {
+                self.space.set_awaiting_ack(entry, false);
+                self.send_keep_alive(now, entry, false);
             }
         }
     }
@@ -343,12 +324,12 @@ impl Registrar {
 
     /// Claims a PE: makes this registrar its home locally and asks the PE to
     /// re-register here (ENDPOINT_KEEP_ALIVE with H).
-    pub(super) fn claim_pe(&mut self, now: Instant, key: PeKey, previous: Option<PrId>) {
-        if self.space.set_owner(&key.0, key.1, self.id) {
+    pub(super) fn claim_pe(&mut self, now: Instant, entry: EntryId, previous: Option<PrId>) {
+        if self.space.set_entry_owner(entry, Some(self.id)).is_some() {
             if previous.is_some_and(|p| p != self.id) {
                 self.stats.ownership_gained += 1;
             }
-            self.send_keep_alive(now, key, true);
+            self.send_keep_alive(now, entry, true);
         }
     }
 }

@@ -22,9 +22,14 @@
 //!   a transient disagreement between views cannot pile PEs onto one peer.
 
 use crate::time::Instant;
-use rserpool_wire::{PeId, PoolHandle, PrId};
+use rserpool_handlespace::EntryId;
+use rserpool_wire::{PeId, PrId};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+/// The balancer's maps: keyed by handlespace entries, which the registrar
+/// settles when a PE leaves, so a reused entry never inherits a move.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Which rule chooses takeover suggestions.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +124,9 @@ pub enum Withheld {
 }
 
 /// State of the suggestion logic of one registrar.
+///
+/// Only moves in flight are kept (bounded by the rate limit and the
+/// admission rule), keyed by the PE's handlespace entry.
 #[derive(Debug)]
 pub struct Balancer {
     policy: BalancePolicy,
@@ -126,9 +134,13 @@ pub struct Balancer {
     tokens: f64,
     last_refill: Instant,
     /// Suggestions sent and not yet resolved: PE -> (target, expiry).
-    outgoing: HashMap<(PoolHandle, PeId), (PrId, Instant)>,
+    outgoing: Map<EntryId, (PrId, Instant)>,
+    /// Suggestions sent and not yet resolved, per target.
+    outgoing_to: BTreeMap<PrId, usize>,
     /// Suggestions accepted and not yet completed by a registration: PE -> expiry.
-    incoming: HashMap<(PoolHandle, PeId), Instant>,
+    incoming: Map<EntryId, Instant>,
+    /// No move expires before this.
+    next_expiry: Instant,
 }
 
 impl Balancer {
@@ -143,8 +155,10 @@ impl Balancer {
             grace,
             tokens,
             last_refill: now,
-            outgoing: HashMap::new(),
-            incoming: HashMap::new(),
+            outgoing: Map::default(),
+            outgoing_to: BTreeMap::new(),
+            incoming: Map::default(),
+            next_expiry: Instant::ZERO,
         }
     }
 
@@ -153,23 +167,49 @@ impl Balancer {
         &self.policy
     }
 
+    /// Forgets moves whose grace period ended; a no-op until the earliest
+    /// one is due.
     fn expire(&mut self, now: Instant) {
-        self.outgoing.retain(|_, (_, until)| *until > now);
-        self.incoming.retain(|_, until| *until > now);
+        if now < self.next_expiry {
+            return;
+        }
+        let mut next = None::<Instant>;
+        let mut earliest = |until: Instant| {
+            next = Some(next.map_or(until, |n| n.min(until)));
+        };
+        let to = &mut self.outgoing_to;
+        self.outgoing.retain(|_, (target, until)| {
+            let keep = *until > now;
+            if keep {
+                earliest(*until);
+            } else {
+                release(to, *target);
+            }
+            keep
+        });
+        self.incoming.retain(|_, until| {
+            let keep = *until > now;
+            if keep {
+                earliest(*until);
+            }
+            keep
+        });
+        self.next_expiry = next.unwrap_or(now + self.grace);
     }
 
     /// Whether a suggestion for this PE was sent and is still within its grace period.
-    pub fn move_pending(&self, now: Instant, pool: &PoolHandle, pe: PeId) -> bool {
+    pub fn move_pending(&self, now: Instant, pe: EntryId) -> bool {
         self.outgoing
-            .get(&(pool.clone(), pe))
+            .get(&pe)
             .is_some_and(|(_, until)| *until > now)
     }
 
     /// Forgets a PE's pending moves (it moved, or it is gone).
-    pub fn settle(&mut self, pool: &PoolHandle, pe: PeId) {
-        let key = (pool.clone(), pe);
-        self.outgoing.remove(&key);
-        self.incoming.remove(&key);
+    pub fn settle(&mut self, pe: EntryId) {
+        if let Some((target, _)) = self.outgoing.remove(&pe) {
+            release(&mut self.outgoing_to, target);
+        }
+        self.incoming.remove(&pe);
     }
 
     /// Accepted moves whose registration has not arrived yet.
@@ -177,11 +217,12 @@ impl Balancer {
         self.incoming.len()
     }
 
-    /// Sending side: the peer to suggest `pe` to, right after announcing it.
+    /// Sending side: the peer to suggest PE `pe` (entry `entry`) to, right
+    /// after announcing it.
     pub fn suggest(
         &mut self,
         now: Instant,
-        pool: &PoolHandle,
+        entry: EntryId,
         pe: PeId,
         view: &OwnershipView,
     ) -> Result<PrId, Withheld> {
@@ -190,23 +231,21 @@ impl Balancer {
             BalancePolicy::Off => Err(Withheld::Balanced),
             BalancePolicy::Xor => xor_target(view.own, pe, view.peers.iter().map(|(p, _)| *p))
                 .ok_or(Withheld::NoTarget),
-            BalancePolicy::Balanced(cfg) => {
-                let cfg = cfg.clone();
-                self.suggest_balanced(now, &cfg, pool, pe, view)
-            }
+            BalancePolicy::Balanced(_) => self.suggest_balanced(now, entry, pe, view),
         }
     }
 
     fn suggest_balanced(
         &mut self,
         now: Instant,
-        cfg: &BalancedConfig,
-        pool: &PoolHandle,
+        entry: EntryId,
         pe: PeId,
         view: &OwnershipView,
     ) -> Result<PrId, Withheld> {
-        let key = (pool.clone(), pe);
-        if self.outgoing.contains_key(&key) {
+        let BalancePolicy::Balanced(cfg) = &self.policy else {
+            return Err(Withheld::Balanced);
+        };
+        if self.outgoing.contains_key(&entry) {
             return Err(Withheld::InFlight);
         }
         let shares = FairShares::new(cfg, view);
@@ -217,15 +256,11 @@ impl Balancer {
         if own <= own_fair * (1.0 + cfg.tolerance) || own - in_flight - own_fair < 1.0 {
             return Err(Withheld::Balanced);
         }
-        let mut to_peer: HashMap<PrId, usize> = HashMap::new();
-        for (target, _) in self.outgoing.values() {
-            *to_peer.entry(*target).or_default() += 1;
-        }
         let target = view
             .peers
             .iter()
             .filter_map(|&(peer, count)| {
-                let pending = to_peer.get(&peer).copied().unwrap_or(0);
+                let pending = self.outgoing_to.get(&peer).copied().unwrap_or(0);
                 let deficit = shares.fair(peer) - (count + pending) as f64;
                 (deficit >= 1.0).then_some((peer, deficit))
             })
@@ -236,19 +271,18 @@ impl Balancer {
             })
             .map(|(peer, _)| peer)
             .ok_or(Withheld::NoTarget)?;
-        self.refill(now, cfg);
+        let dt = now.saturating_since(self.last_refill).as_secs_f64();
+        self.tokens = (self.tokens + dt * cfg.rate).min(cfg.burst);
+        self.last_refill = now;
         if self.tokens < 1.0 {
             return Err(Withheld::RateLimited);
         }
         self.tokens -= 1.0;
-        self.outgoing.insert(key, (target, now + self.grace));
+        let until = now + self.grace;
+        self.outgoing.insert(entry, (target, until));
+        *self.outgoing_to.entry(target).or_default() += 1;
+        self.next_expiry = self.next_expiry.min(until);
         Ok(target)
-    }
-
-    fn refill(&mut self, now: Instant, cfg: &BalancedConfig) {
-        let dt = now.saturating_since(self.last_refill).as_secs_f64();
-        self.tokens = (self.tokens + dt * cfg.rate).min(cfg.burst);
-        self.last_refill = now;
     }
 
     /// Receiving side: whether to take over a PE a peer suggested, by capacity.
@@ -259,14 +293,12 @@ impl Balancer {
     pub fn admit(
         &mut self,
         now: Instant,
-        pool: &PoolHandle,
-        pe: PeId,
+        entry: EntryId,
         view: &OwnershipView,
         max_owned: Option<usize>,
     ) -> Result<(), DeclineReason> {
         self.expire(now);
-        let key = (pool.clone(), pe);
-        if self.incoming.contains_key(&key) {
+        if self.incoming.contains_key(&entry) {
             // A repeated suggestion for a move already under way (the reference
             // implementation sends the update twice): honour it again.
             return Ok(());
@@ -281,8 +313,20 @@ impl Balancer {
                 return Err(DeclineReason::NoResources);
             }
         }
-        self.incoming.insert(key, now + self.grace);
+        let until = now + self.grace;
+        self.incoming.insert(entry, until);
+        self.next_expiry = self.next_expiry.min(until);
         Ok(())
+    }
+}
+
+/// One suggestion to `target` fewer in flight.
+fn release(to: &mut BTreeMap<PrId, usize>, target: PrId) {
+    if let Some(n) = to.get_mut(&target) {
+        *n -= 1;
+        if *n == 0 {
+            to.remove(&target);
+        }
     }
 }
 
@@ -355,8 +399,33 @@ mod tests {
         PrId::new(v).unwrap()
     }
 
-    fn pool() -> PoolHandle {
-        PoolHandle::try_from("pool").unwrap()
+    fn e(i: u32) -> EntryId {
+        // Entry IDs are only made by a handlespace: register PEs to get them.
+        entries()[i as usize]
+    }
+
+    /// Entries 0..1000 of a handlespace, once.
+    fn entries() -> &'static [EntryId] {
+        static ENTRIES: std::sync::OnceLock<Vec<EntryId>> = std::sync::OnceLock::new();
+        ENTRIES.get_or_init(|| {
+            let mut hs = rserpool_handlespace::Handlespace::default();
+            let pool = rserpool_wire::PoolHandle::try_from("pool").unwrap();
+            (0..1000u32)
+                .map(|i| {
+                    let pe = rserpool_wire::PoolElement {
+                        id: PeId(i),
+                        home_registrar: None,
+                        registration_life: rserpool_wire::RegistrationLife(1),
+                        user_transport: rserpool_wire::UserTransport::Opaque(
+                            bytes::Bytes::from_static(b"x"),
+                        ),
+                        policy: rserpool_wire::Policy::RoundRobin,
+                        asap_transport: None,
+                    };
+                    hs.register(&pool, pe, 0).unwrap().entry
+                })
+                .collect()
+        })
     }
 
     fn t(s: u64) -> Instant {
@@ -390,7 +459,7 @@ mod tests {
         // Fair share is 200 each: 100 excess, and pr(3) is the only one short.
         let mut sent = 0;
         for i in 0..300u32 {
-            match b.suggest(t(1000), &pool(), PeId(i), &view) {
+            match b.suggest(t(1000), e(i), PeId(i), &view) {
                 Ok(target) => {
                     assert_eq!(target, pr(3));
                     sent += 1;
@@ -403,8 +472,9 @@ mod tests {
         view.own_count = 200;
         view.peers[1].1 = 100;
         b.outgoing.clear();
+        b.outgoing_to.clear();
         assert_eq!(
-            b.suggest(t(2000), &pool(), PeId(9999), &view),
+            b.suggest(t(2000), e(999), PeId(9999), &view),
             Err(Withheld::Balanced)
         );
     }
@@ -427,7 +497,7 @@ mod tests {
         };
         let mut per = BTreeMap::new();
         for i in 0..1000u32 {
-            if let Ok(p) = b.suggest(t(1), &pool(), PeId(i.wrapping_mul(2_654_435_761)), &view) {
+            if let Ok(p) = b.suggest(t(1), e(i), PeId(i.wrapping_mul(2_654_435_761)), &view) {
                 *per.entry(p).or_insert(0) += 1;
             }
         }
@@ -450,15 +520,15 @@ mod tests {
             own_count: 100,
             peers: vec![(pr(2), 0)],
         };
-        assert!(b.suggest(t(0), &pool(), PeId(1), &view).is_ok());
-        assert!(b.suggest(t(0), &pool(), PeId(2), &view).is_ok());
+        assert!(b.suggest(t(0), e(1), PeId(1), &view).is_ok());
+        assert!(b.suggest(t(0), e(2), PeId(2), &view).is_ok());
         assert_eq!(
-            b.suggest(t(0), &pool(), PeId(3), &view),
+            b.suggest(t(0), e(3), PeId(3), &view),
             Err(Withheld::RateLimited)
         );
-        assert!(b.suggest(t(1), &pool(), PeId(3), &view).is_ok());
+        assert!(b.suggest(t(1), e(3), PeId(3), &view).is_ok());
         assert_eq!(
-            b.suggest(t(1), &pool(), PeId(3), &view),
+            b.suggest(t(1), e(3), PeId(3), &view),
             Err(Withheld::InFlight)
         );
         let near = OwnershipView {
@@ -468,7 +538,7 @@ mod tests {
         };
         let mut b = Balancer::new(BalancePolicy::default(), Duration::from_secs(30), t(0));
         assert_eq!(
-            b.suggest(t(0), &pool(), PeId(1), &near),
+            b.suggest(t(0), e(1), PeId(1), &near),
             Err(Withheld::Balanced)
         );
     }
@@ -483,19 +553,19 @@ mod tests {
         };
         let mut admitted = 0;
         for i in 0..300 {
-            if b.admit(t(0), &pool(), PeId(i), &view, None).is_ok() {
+            if b.admit(t(0), e(i), &view, None).is_ok() {
                 admitted += 1;
             }
         }
         // Fair share 100, 5 % tolerance.
         assert_eq!(admitted, 105);
         let mut b = Balancer::new(BalancePolicy::Off, Duration::from_secs(30), t(0));
-        assert!(b.admit(t(0), &pool(), PeId(1), &view, Some(1)).is_ok());
+        assert!(b.admit(t(0), e(1), &view, Some(1)).is_ok());
         assert_eq!(
-            b.admit(t(0), &pool(), PeId(2), &view, Some(1)),
+            b.admit(t(0), e(2), &view, Some(1)),
             Err(DeclineReason::NoResources)
         );
         // Pending moves expire after the grace period.
-        assert!(b.admit(t(31), &pool(), PeId(2), &view, Some(1)).is_ok());
+        assert!(b.admit(t(31), e(2), &view, Some(1)).is_ok());
     }
 }

@@ -8,7 +8,10 @@ use super::peers::PeerStatus;
 use super::{PeKey, Phase, Registrar, RegistrarEvent, RemovalReason, Sync, Takeover, Timer};
 use crate::io::{AssocId, Destination, Transmit};
 use crate::time::Instant;
-use rserpool_wire::{EnrpMessage, PoolElement, PoolEntry, PoolHandle, PrId, Servers, UpdateAction};
+use rserpool_handlespace::{EntryId, TimerKind};
+use rserpool_wire::{
+    EnrpMessage, PeId, PoolElement, PoolEntry, PoolHandle, PrId, Servers, UpdateAction,
+};
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 
@@ -93,7 +96,8 @@ impl Registrar {
     /// peer is added and asked for its presence (§3.4.1).
     fn peer_heard(&mut self, now: Instant, id: PrId, assoc: Option<AssocId>) {
         let fallback: Vec<SocketAddr> = assoc
-            .and_then(|a| self.associations.get(&a).cloned())
+            .and_then(|a| self.associations.get(&a))
+            .map(|p| p.to_vec())
             .unwrap_or_default();
         let was_dead = self
             .peers
@@ -269,8 +273,8 @@ impl Registrar {
                     self.timers.cancel(&Timer::TakeoverExpiry(target));
                     self.out.event(RegistrarEvent::TakeoverAbandoned(target));
                 }
-                for key in self.space.owned_by(target) {
-                    self.space.set_owner(&key.0, key.1, sender);
+                for entry in self.space.owned_entries(target) {
+                    self.space.set_entry_owner(entry, Some(sender));
                 }
                 self.drop_peer(target);
             }
@@ -426,9 +430,11 @@ impl Registrar {
         let Some(sync) = self.syncs.remove(&peer) else {
             return;
         };
-        for key in sync.unconfirmed {
-            if self.space.home(&key.0, key.1) == Some(Some(peer)) {
-                self.remove_pe(&key, RemovalReason::Resynchronised);
+        for (pool, pe) in sync.unconfirmed {
+            if let Some(entry) = self.space.find(&pool, pe) {
+                if self.space.home_of(entry) == Some(peer) {
+                    self.remove_pe(entry, RemovalReason::Resynchronised);
+                }
             }
         }
         if matches!(self.phase, Phase::Downloading { mentor, .. } if mentor == peer)
@@ -449,7 +455,7 @@ impl Registrar {
             return;
         }
         self.out.event(RegistrarEvent::ResyncStarted(peer));
-        let unconfirmed: HashSet<PeKey> = self.space.owned_by(peer).into_iter().collect();
+        let unconfirmed: HashSet<PeKey> = self.space.owned_keys(peer).into_iter().collect();
         self.syncs.insert(
             peer,
             Sync {
@@ -461,17 +467,16 @@ impl Registrar {
     }
 
     /// Adds or updates a PE learnt from a peer (update, download).
-    fn import(&mut self, now: Instant, pool: &PoolHandle, pe: PoolElement) -> Option<Option<PrId>> {
-        let key: PeKey = (pool.clone(), pe.id);
+    fn import(&mut self, now: Instant, pool: &PoolHandle, pe: PoolElement) -> Option<EntryId> {
         let life = pe.registration_life.0;
         let new_home = pe.home_registrar;
         match self.space.register(pool, pe, now) {
             Ok(outcome) => {
-                if outcome.previous_home == Some(self.id) && new_home != Some(self.id) {
-                    self.lost_ownership(&key, new_home);
+                if outcome.previous_owner == Some(self.id) && new_home != Some(self.id) {
+                    self.lost_ownership(outcome.entry, new_home);
                 }
-                self.arm_lifetime(now, key, life);
-                Some(outcome.previous_home)
+                self.arm_lifetime(now, outcome.entry, life);
+                Some(outcome.entry)
             }
             Err(cause) => {
                 tracing::debug!(registrar = %self.id, ?cause, "peer's PE rejected by the handlespace");
@@ -480,22 +485,16 @@ impl Registrar {
         }
     }
 
-    fn lost_ownership(&mut self, key: &PeKey, to: Option<PrId>) {
-        self.timers.cancel(&Timer::KeepAlive(key.clone()));
-        self.timers.cancel(&Timer::KeepAliveTimeout(key.clone()));
-        if let Some(a) = self.pe_assoc.remove(key) {
-            if let Some(set) = self.assoc_pes.get_mut(&a) {
-                set.remove(key);
-            }
-        }
-        self.balancer.settle(&key.0, key.1);
+    /// A PE this registrar owned is now `to`'s: stop monitoring it.
+    fn lost_ownership(&mut self, entry: EntryId, to: Option<PrId>) {
+        self.space.set_deadline(entry, TimerKind::KeepAlive, None);
+        self.space.set_awaiting_ack(entry, false);
+        self.space.unbind_association(entry);
+        self.balancer.settle(entry);
         self.stats.ownership_lost += 1;
-        if let Some(to) = to {
-            self.out.event(RegistrarEvent::OwnershipLost {
-                pool: key.0.clone(),
-                pe: key.1,
-                to,
-            });
+        if let (Some(to), Some((pool, pe))) = (to, self.space.key_of(entry)) {
+            self.out
+                .event(RegistrarEvent::OwnershipLost { pool, pe, to });
         }
     }
 
@@ -510,45 +509,52 @@ impl Registrar {
         pool: PoolHandle,
         pe: PoolElement,
     ) {
-        let key: PeKey = (pool.clone(), pe.id);
         match action {
             UpdateAction::AddPe => {
                 if pe.home_registrar == Some(self.id) {
                     // A peer's stale view of a PE we own: ours is authoritative.
                     return;
                 }
-                self.import(now, &pool, pe);
-                if takeover {
-                    self.takeover_suggested(now, sender, key);
+                let pe_id = pe.id;
+                if let Some(entry) = self.import(now, &pool, pe) {
+                    if takeover {
+                        self.takeover_suggested(now, sender, entry, pool, pe_id);
+                    }
                 }
             }
             UpdateAction::DelPe => {
                 // Apply only if the sender's view of the PE's home matches
                 // ours: a DEL_PE from a former home that raced with the PE's
                 // move must not delete it (the T flag is ignored on DEL_PE).
-                let home = self.space.home(&key.0, key.1);
-                if home.is_some() && home == Some(pe.home_registrar) {
-                    self.remove_pe(&key, RemovalReason::PeerDeleted);
+                if let Some(entry) = self.space.find(&pool, pe.id) {
+                    if self.space.home_of(entry) == pe.home_registrar {
+                        self.remove_pe(entry, RemovalReason::PeerDeleted);
+                    }
                 }
             }
         }
     }
 
-    fn takeover_suggested(&mut self, now: Instant, sender: PrId, key: PeKey) {
+    fn takeover_suggested(
+        &mut self,
+        now: Instant,
+        sender: PrId,
+        entry: EntryId,
+        pool: PoolHandle,
+        pe: PeId,
+    ) {
         self.stats.suggestions_received += 1;
         let decision = if !self.cfg.accept_suggestions {
             Err(DeclineReason::Disabled)
         } else if self.phase != Phase::Ready {
             Err(DeclineReason::NotReady)
         } else {
-            match self.space.home(&key.0, key.1) {
-                None => Err(DeclineReason::UnknownPe),
-                Some(Some(h)) if h == self.id => Err(DeclineReason::AlreadyHome),
-                Some(h) if h != Some(sender) => Err(DeclineReason::NotHome),
-                Some(_) => {
+            match self.space.home_of(entry) {
+                Some(h) if h == self.id => Err(DeclineReason::AlreadyHome),
+                h if h != Some(sender) => Err(DeclineReason::NotHome),
+                _ => {
                     let view = self.ownership_view();
-                    self.balancer
-                        .admit(now, &key.0, key.1, &view, self.cfg.max_owned)
+                    self.balancer.admit(now, entry, &view, self.cfg.max_owned)
                 }
             }
         };
@@ -556,19 +562,19 @@ impl Registrar {
             Ok(()) => {
                 self.stats.suggestions_accepted += 1;
                 self.out.event(RegistrarEvent::SuggestionAccepted {
-                    pool: key.0.clone(),
-                    pe: key.1,
+                    pool,
+                    pe,
                     from: sender,
                 });
                 // Ownership moves when the PE re-registers here (RFC 5352 §3.1
                 // rule 4); until then the sender stays its home everywhere.
-                self.send_keep_alive(now, key, true);
+                self.send_keep_alive(now, entry, true);
             }
             Err(reason) => {
                 self.stats.suggestions_declined += 1;
                 self.out.event(RegistrarEvent::SuggestionDeclined {
-                    pool: key.0,
-                    pe: key.1,
+                    pool,
+                    pe,
                     from: sender,
                     reason,
                 });
@@ -578,36 +584,48 @@ impl Registrar {
 
     /// RFC 5353 §3.3.1: announce an owned PE to every peer; then the balance
     /// policy may suggest it to one peer with one more copy carrying T.
-    pub(super) fn announce_add(&mut self, now: Instant, pool: &PoolHandle, pe: PoolElement) {
+    pub(super) fn announce_add(&mut self, now: Instant, entry: EntryId) {
+        let (Some(pool), Some(e)) = (self.space.handle_of(entry), self.space.entry(entry)) else {
+            return;
+        };
+        let (pool, pe) = (pool.clone(), e.element());
         let pe_id = pe.id;
-        let update = |to: Option<PrId>, t: bool, s: &Self| EnrpMessage::HandleUpdate {
-            servers: s.servers(to),
+        let update = |to: Option<PrId>, t: bool| EnrpMessage::HandleUpdate {
+            servers: self.servers(to),
             takeover_suggested: t,
             action: UpdateAction::AddPe,
             pool_handle: pool.clone(),
             pool_element: pe.clone(),
         };
-        let ids: Vec<PrId> = self.peers.active().map(|p| p.id).collect();
-        for id in &ids {
-            let m = update(None, false, self);
-            self.send_to_peer(*id, m);
+        let mut messages = Vec::new();
+        for p in self.peers.active() {
+            if let Some(to) = self.to_peer(p.id) {
+                messages.push(Transmit::enrp(to, update(None, false)));
+            }
         }
         // No suggestion before start-up is complete: the ownership view is
         // not yet the scope's.
-        if ids.is_empty() || self.phase != Phase::Ready {
-            return;
+        let suggestion =
+            (!messages.is_empty() && self.phase == Phase::Ready).then(|| update(None, true));
+        for t in messages {
+            self.send(t);
         }
+        let Some(mut suggestion) = suggestion else {
+            return;
+        };
         let view = self.ownership_view();
-        match self.balancer.suggest(now, pool, pe_id, &view) {
+        match self.balancer.suggest(now, entry, pe_id, &view) {
             Ok(target) => {
                 self.stats.suggestions_sent += 1;
                 self.out.event(RegistrarEvent::SuggestionSent {
-                    pool: pool.clone(),
+                    pool,
                     pe: pe_id,
                     to: target,
                 });
-                let m = update(Some(target), true, self);
-                self.send_to_peer(target, m);
+                if let EnrpMessage::HandleUpdate { servers, .. } = &mut suggestion {
+                    servers.receiver = Some(target);
+                }
+                self.send_to_peer(target, suggestion);
             }
             Err(w) => self.stats.withheld(w),
         }
@@ -731,10 +749,10 @@ impl Registrar {
         self.timers.cancel(&Timer::TakeoverExpiry(target));
         let servers = self.servers(None);
         self.send_to_all(|_| EnrpMessage::TakeoverServer { servers, target });
-        let pes = self.space.owned_by(target);
+        let pes = self.space.owned_entries(target);
         let n = pes.len();
-        for key in pes {
-            self.claim_pe(now, key, Some(target));
+        for entry in pes {
+            self.claim_pe(now, entry, Some(target));
         }
         self.drop_peer(target);
         self.out

@@ -1,8 +1,7 @@
 //! What a registrar reports: events for its user and metrics, and counters.
 
 use super::balance::{DeclineReason, Withheld};
-use rserpool_wire::{Message, PeId, PoolHandle, PrId};
-use std::collections::BTreeMap;
+use rserpool_wire::{AsapType, EnrpType, Message, PeId, PoolHandle, PrId};
 
 /// Why a PE left the handlespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,19 +118,69 @@ pub enum RegistrarEvent {
     },
 }
 
+/// Messages counted by type code, ASAP and ENRP apart.
+///
+/// Fixed arrays rather than maps keyed by name: counting is on the path of
+/// every message.
+#[derive(Debug, Clone, Default)]
+pub struct MessageCounts {
+    asap: [u64; 16],
+    enrp: [u64; 16],
+}
+
+impl MessageCounts {
+    fn count(&mut self, m: &Message) {
+        match m {
+            Message::Asap(m) => self.asap[usize::from(m.message_type() as u8) & 15] += 1,
+            Message::Enrp(m) => self.enrp[usize::from(m.message_type() as u8) & 15] += 1,
+        }
+    }
+
+    /// The count of the message type with this RFC name (`"ASAP_REGISTRATION"`).
+    pub fn get(&self, name: &str) -> u64 {
+        self.iter().find(|(n, _)| *n == name).map_or(0, |(_, c)| c)
+    }
+
+    /// Every message type seen at least once, with its RFC name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        let asap = (0u8..16).filter_map(|code| {
+            let t = AsapType::from_u8(code)?;
+            Some((t.name(), self.asap[usize::from(code)]))
+        });
+        let enrp = (0u8..16).filter_map(|code| {
+            let t = EnrpType::from_u8(code)?;
+            Some((t.name(), self.enrp[usize::from(code)]))
+        });
+        asap.chain(enrp).filter(|(_, c)| *c > 0)
+    }
+}
+
+/// Takeover suggestions withheld, by reason.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WithheldCounts {
+    /// The own share is within tolerance of the fair share.
+    pub balanced: u64,
+    /// No peer was below its share.
+    pub no_target: u64,
+    /// The rate limit was exhausted.
+    pub rate_limited: u64,
+    /// A suggestion for the PE was already in flight.
+    pub in_flight: u64,
+}
+
 /// Counters of a registrar.
 #[derive(Debug, Clone, Default)]
 pub struct RegistrarStats {
-    /// Messages received, by name.
-    pub received: BTreeMap<&'static str, u64>,
-    /// Messages sent, by name.
-    pub sent: BTreeMap<&'static str, u64>,
+    /// Messages received.
+    pub received: MessageCounts,
+    /// Messages sent.
+    pub sent: MessageCounts,
     /// Undecodable or misaddressed messages.
     pub invalid_messages: u64,
     /// Takeover suggestions sent.
     pub suggestions_sent: u64,
     /// Takeover suggestions withheld, by reason.
-    pub suggestions_withheld: BTreeMap<String, u64>,
+    pub suggestions_withheld: WithheldCounts,
     /// Takeover suggestions received.
     pub suggestions_received: u64,
     /// Takeover suggestions honoured.
@@ -144,26 +193,22 @@ pub struct RegistrarStats {
     pub ownership_lost: u64,
 }
 
-fn name(m: &Message) -> &'static str {
-    match m {
-        Message::Asap(m) => m.message_type().name(),
-        Message::Enrp(m) => m.message_type().name(),
-    }
-}
-
 impl RegistrarStats {
     pub(crate) fn count_sent(&mut self, m: &Message) {
-        *self.sent.entry(name(m)).or_default() += 1;
+        self.sent.count(m);
     }
 
     pub(crate) fn count_received(&mut self, m: &Message) {
-        *self.received.entry(name(m)).or_default() += 1;
+        self.received.count(m);
     }
 
     pub(crate) fn withheld(&mut self, w: Withheld) {
-        *self
-            .suggestions_withheld
-            .entry(format!("{w:?}"))
-            .or_default() += 1;
+        let c = &mut self.suggestions_withheld;
+        *match w {
+            Withheld::Balanced => &mut c.balanced,
+            Withheld::NoTarget => &mut c.no_target,
+            Withheld::RateLimited => &mut c.rate_limited,
+            Withheld::InFlight => &mut c.in_flight,
+        } += 1;
     }
 }

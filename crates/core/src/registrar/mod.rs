@@ -15,7 +15,7 @@ mod space;
 
 pub use balance::{BalancePolicy, BalancedConfig, DeclineReason, OwnershipView, Withheld};
 pub use config::{ConfigError, LifeUnit, RegistrarConfig, TakeoverArbitration};
-pub use events::{RegistrarEvent, RegistrarStats, RemovalReason};
+pub use events::{MessageCounts, RegistrarEvent, RegistrarStats, RemovalReason, WithheldCounts};
 pub use peers::{Peer, PeerStatus};
 
 use crate::Machine;
@@ -29,6 +29,7 @@ use bytes::Bytes;
 use peers::Peers;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rserpool_handlespace::TimerKind;
 use rserpool_wire::{Message, PeId, PoolHandle, PrId};
 use space::Space;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -38,7 +39,7 @@ use std::time::Duration;
 /// A pool element as the registrar's timers and indices name it.
 pub type PeKey = (PoolHandle, PeId);
 
-/// The registrar's timers.
+/// The registrar's own timers (per-PE deadlines live in the handlespace).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
     /// Send PRESENCE to all peers.
@@ -57,12 +58,6 @@ enum Timer {
     PeerNoResponse(PrId),
     /// Give up a takeover.
     TakeoverExpiry(PrId),
-    /// Send the next ENDPOINT_KEEP_ALIVE to an owned PE.
-    KeepAlive(PeKey),
-    /// An ENDPOINT_KEEP_ALIVE went unanswered.
-    KeepAliveTimeout(PeKey),
-    /// A registration's lifetime ends.
-    Lifetime(PeKey),
     /// Forget an outgoing handle table session nobody continued.
     TableSession(PrId),
 }
@@ -112,13 +107,7 @@ pub struct Registrar {
     stats: RegistrarStats,
     phase: Phase,
     /// Peer addresses of every association that is up.
-    associations: HashMap<AssocId, Vec<SocketAddr>>,
-    /// The registration association of each owned PE.
-    pe_assoc: HashMap<PeKey, AssocId>,
-    /// The owned PEs registered over each association.
-    assoc_pes: HashMap<AssocId, HashSet<PeKey>>,
-    /// ENDPOINT_UNREACHABLE reports per PE.
-    bad_reports: HashMap<PeKey, u32>,
+    associations: Associations,
     /// Takeovers this registrar initiated, by target.
     takeovers: BTreeMap<PrId, Takeover>,
     /// Outgoing handle table sessions: requesting peer -> (own-children-only, resume after).
@@ -156,10 +145,7 @@ impl Registrar {
             out: Outbox::default(),
             stats: RegistrarStats::default(),
             phase: Phase::Discovering,
-            associations: HashMap::new(),
-            pe_assoc: HashMap::new(),
-            assoc_pes: HashMap::new(),
-            bad_reports: HashMap::new(),
+            associations: Associations::default(),
             takeovers: BTreeMap::new(),
             table_sessions: HashMap::new(),
             syncs: HashMap::new(),
@@ -311,7 +297,7 @@ impl Machine for Registrar {
     fn handle_association(&mut self, now: Instant, event: AssociationEvent) {
         match event {
             AssociationEvent::Up { assoc, peer } => {
-                self.associations.insert(assoc, peer);
+                self.associations.insert(assoc, peer.into_boxed_slice());
             }
             AssociationEvent::Down { assoc, reason } => {
                 self.associations.remove(&assoc);
@@ -336,8 +322,24 @@ impl Machine for Registrar {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        while let Some(timer) = self.timers.pop_due(now) {
-            self.on_timer(now, timer);
+        // The registrar's timers and the PEs' deadlines, earliest first.
+        loop {
+            let pe_first = match (self.timers.next(), self.space.next_deadline()) {
+                (Some(a), Some(b)) => b < a,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if pe_first {
+                match self.space.pop_due(now) {
+                    Some((entry, kind)) => self.on_deadline(now, entry, kind),
+                    None => break,
+                }
+            } else {
+                match self.timers.pop_due(now) {
+                    Some(timer) => self.on_timer(now, timer),
+                    None => break,
+                }
+            }
         }
     }
 
@@ -350,7 +352,10 @@ impl Machine for Registrar {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.space.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -383,15 +388,23 @@ impl Registrar {
             Timer::PeerSilent(id) => self.peer_silent(now, id),
             Timer::PeerNoResponse(id) => self.peer_no_response(now, id),
             Timer::TakeoverExpiry(id) => self.takeover_expired(now, id),
-            Timer::KeepAlive(key) => self.send_keep_alive(now, key, false),
-            Timer::KeepAliveTimeout(key) => self.keep_alive_timeout(key),
-            Timer::Lifetime(key) => self.lifetime_expired(key),
             Timer::TableSession(id) => {
                 self.table_sessions.remove(&id);
             }
         }
     }
+
+    fn on_deadline(&mut self, now: Instant, entry: rserpool_handlespace::EntryId, kind: TimerKind) {
+        match kind {
+            TimerKind::Lifetime => self.lifetime_expired(entry),
+            TimerKind::KeepAlive => self.keep_alive_due(now, entry),
+        }
+    }
 }
+
+/// The peer addresses of every association that is up (per-association
+/// state; a PE's association is recorded with the PE in the handlespace).
+type Associations = HashMap<AssocId, Box<[SocketAddr]>, foldhash::fast::RandomState>;
 
 #[cfg(test)]
 mod tests;

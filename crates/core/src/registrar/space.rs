@@ -1,27 +1,45 @@
-//! The handlespace as the registrar uses it: pool elements by (pool, PE ID),
-//! results as wire values.
+//! The handlespace as the registrar uses it: pool elements by entry, results
+//! as wire values, deadlines in the registrar's time.
 
 use super::PeKey;
 use crate::time::Instant;
 use rand::RngCore;
-use rserpool_handlespace::{Config, EntryId, Handlespace};
+use rserpool_handlespace::{Config, EntryId, Handlespace, RegisterOutcome, Removed, TimerKind};
 use rserpool_wire::{
     CauseCode, ErrorCause, PeId, Policy, PoolElement, PoolEntry, PoolHandle, PrId,
 };
-
-/// What an accepted registration or update did.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Registered {
-    /// The PE was not in the handlespace before.
-    pub(super) new: bool,
-    /// Its home registrar before this registration, if it was known.
-    pub(super) previous_home: Option<PrId>,
-}
 
 #[derive(Debug)]
 pub(super) struct Space {
     hs: Handlespace,
     scratch: Vec<EntryId>,
+}
+
+impl std::ops::Deref for Space {
+    type Target = Handlespace;
+
+    fn deref(&self) -> &Handlespace {
+        &self.hs
+    }
+}
+
+impl std::ops::DerefMut for Space {
+    fn deref_mut(&mut self) -> &mut Handlespace {
+        &mut self.hs
+    }
+}
+
+/// A pool element as a pool user may see it: without the ASAP transport,
+/// which is the registrar's business.
+fn public_view(e: &PoolElement) -> PoolElement {
+    PoolElement {
+        id: e.id,
+        home_registrar: e.home_registrar,
+        registration_life: e.registration_life,
+        user_transport: e.user_transport.clone(),
+        policy: e.policy.clone(),
+        asap_transport: None,
+    }
 }
 
 impl Space {
@@ -46,28 +64,44 @@ impl Space {
         pool: &PoolHandle,
         pe: PoolElement,
         now: Instant,
-    ) -> Result<Registered, ErrorCause> {
-        let previous_home = self.hs.get(pool, pe.id).and_then(|e| e.owner());
-        match self.hs.register(pool, pe, now.as_micros()) {
-            Ok(o) => Ok(Registered {
-                new: o.new_pe,
-                previous_home,
-            }),
-            Err(e) => Err(e.cause()),
-        }
+    ) -> Result<RegisterOutcome, ErrorCause> {
+        self.hs
+            .register(pool, pe, now.as_micros())
+            .map_err(|e| e.cause())
     }
 
-    pub(super) fn remove(&mut self, pool: &PoolHandle, pe: PeId) -> Option<PoolElement> {
-        self.hs.deregister(pool, pe).map(|r| r.element)
+    /// The PE's home, if the PE is known.
+    pub(super) fn home_of(&self, id: EntryId) -> Option<PrId> {
+        self.hs.entry(id).and_then(|e| e.owner())
     }
 
-    pub(super) fn get(&self, pool: &PoolHandle, pe: PeId) -> Option<PoolElement> {
-        self.hs.get(pool, pe).map(|e| e.element().clone())
+    /// `(pool, PE)` of a live entry.
+    pub(super) fn key_of(&self, id: EntryId) -> Option<PeKey> {
+        Some((self.hs.handle_of(id)?.clone(), self.hs.entry(id)?.id()))
     }
 
-    /// `Some(home)` for a known PE (home `None` if unknown to it), `None` for an unknown PE.
-    pub(super) fn home(&self, pool: &PoolHandle, pe: PeId) -> Option<Option<PrId>> {
-        self.hs.get(pool, pe).map(|e| e.owner())
+    pub(super) fn remove_entry(&mut self, id: EntryId) -> Option<Removed> {
+        self.hs.remove(id)
+    }
+
+    /// Arms (`Some`) or disarms a deadline of an entry.
+    pub(super) fn set_deadline(&mut self, id: EntryId, kind: TimerKind, at: Option<Instant>) {
+        let at = at.map_or(u64::MAX, Instant::as_micros);
+        self.hs.set_timer_entry(id, kind, at);
+    }
+
+    /// The earliest per-PE deadline.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.hs
+            .next_deadline()
+            .map(|(at, _, _)| Instant::from_micros(at))
+    }
+
+    /// Takes a per-PE deadline due at `now`.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(EntryId, TimerKind)> {
+        self.hs
+            .pop_expired(now.as_micros())
+            .map(|x| (x.entry, x.kind))
     }
 
     /// Handle resolution by the pool's policy; the overall policy goes in the response.
@@ -83,7 +117,7 @@ impl Space {
                 Policy::from_type_default(policy_type),
                 ids.iter()
                     .filter_map(|id| self.hs.entry(*id))
-                    .map(|e| e.element().clone())
+                    .map(|e| public_view(e.element()))
                     .collect(),
             )),
             Err(_) => Err(ErrorCause::new(CauseCode::UnknownPoolHandle)),
@@ -92,24 +126,14 @@ impl Space {
         result
     }
 
-    pub(super) fn owned_count(&self, pr: PrId) -> usize {
-        self.hs.owned_count(pr)
+    /// The entries `pr` owns, collected (the caller changes them).
+    pub(super) fn owned_entries(&self, pr: PrId) -> Vec<EntryId> {
+        self.hs.owned(pr).collect()
     }
 
-    pub(super) fn owned_by(&self, pr: PrId) -> Vec<PeKey> {
-        self.hs
-            .owned(pr)
-            .filter_map(|id| Some((self.hs.handle_of(id)?.clone(), self.hs.entry(id)?.id())))
-            .collect()
-    }
-
-    /// Makes `pr` the PE's home; false if the PE is unknown.
-    pub(super) fn set_owner(&mut self, pool: &PoolHandle, pe: PeId, pr: PrId) -> bool {
-        self.hs.set_owner(pool, pe, Some(pr)).is_some()
-    }
-
-    pub(super) fn checksum(&self, pr: PrId) -> u16 {
-        self.hs.checksum(pr)
+    /// The PEs `pr` owns by name (for a resynchronisation's bookkeeping).
+    pub(super) fn owned_keys(&self, pr: PrId) -> Vec<PeKey> {
+        self.hs.owned(pr).filter_map(|id| self.key_of(id)).collect()
     }
 
     /// One page of a handle table: up to `max` PEs after `after`, grouped by
@@ -140,5 +164,10 @@ impl Space {
             }
         }
         (pools, last, more)
+    }
+
+    /// The entry of a PE by name.
+    pub(super) fn find(&self, pool: &PoolHandle, pe: PeId) -> Option<EntryId> {
+        self.hs.lookup(pool, pe)
     }
 }

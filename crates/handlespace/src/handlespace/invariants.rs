@@ -131,8 +131,9 @@ impl Handlespace {
                 })
                 .map_err(|s| format!("pool {}: {s}", pool.handle))?;
         }
-        self.timers
-            .check(|i| matches!(self.entries.get(i as usize), Some(Some(_))))?;
+        let live = |i: u32| matches!(self.entries.get(i as usize), Some(Some(_)));
+        self.timers.check(live)?;
+        self.custody.check(live)?;
         Ok(())
     }
 }

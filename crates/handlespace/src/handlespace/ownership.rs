@@ -35,12 +35,17 @@ impl Handlespace {
         pe: PeId,
         to: Option<PrId>,
     ) -> Option<OwnerChange> {
-        let i = self.lookup(handle, pe)?.0;
-        let from = self.e(i).element.home_registrar;
+        let id = self.lookup(handle, pe)?;
+        self.set_entry_owner(id, to)
+    }
+
+    /// [`Self::set_owner`] by entry.
+    pub fn set_entry_owner(&mut self, id: EntryId, to: Option<PrId>) -> Option<OwnerChange> {
+        let from = self.entry(id)?.element.home_registrar;
         if from != to {
-            self.move_owner(i, from, to);
+            self.move_owner(id.0, from, to);
         }
-        self.e_mut(i).marked = false;
+        self.e_mut(id.0).marked = false;
         Some(OwnerChange { from, to })
     }
 
