@@ -3,6 +3,7 @@
 //! Each subcommand lives in a module of its own that exposes an `Args`
 //! struct (clap derive) and a `run` function returning the process exit code.
 
+mod bench;
 mod decode;
 mod node;
 mod pe;
@@ -37,6 +38,9 @@ enum Command {
     /// Run a pool user: resolve a pool and print the selected pool elements.
     #[command(after_long_help = pu::AFTER_HELP)]
     Pu(pu::Args),
+    /// Load a running daemon over the real transport and report rates, latencies and its CPU and memory.
+    #[command(after_long_help = bench::AFTER_HELP)]
+    Bench(bench::Args),
     /// Run an experiment on the deterministic simulator and print it as it runs.
     #[command(after_long_help = sim::AFTER_HELP)]
     Sim(sim::Args),
@@ -60,6 +64,10 @@ fn main() -> ExitCode {
         Command::Pu(args) => {
             init_tracing("warn");
             pu::run(args)
+        }
+        Command::Bench(args) => {
+            init_tracing("warn");
+            bench::run(args)
         }
         Command::Sim(args) => {
             init_tracing("warn");
