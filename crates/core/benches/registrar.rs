@@ -70,6 +70,16 @@ fn mix(mut x: u32) -> u32 {
     x
 }
 
+/// The inverse of [`mix`].
+fn unmix(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x4302_1123);
+    x ^= (x >> 15) ^ (x >> 30);
+    x = x.wrapping_mul(0x1d69_e2a5);
+    x ^= x >> 16;
+    x
+}
+
 const OWN: u32 = 1;
 const PEERS: [u32; 2] = [2, 3];
 /// Association IDs: peers first, the pool user next, then the PEs'.
@@ -236,6 +246,24 @@ impl Rig {
         while self.r.poll_event().is_some() {}
     }
 
+    /// As [`Rig::drain`], noting the PE of every keep-alive sent.
+    fn drain_keep_alives(&mut self, due: &mut Vec<PeId>) {
+        while let Some(t) = self.r.poll_transmit() {
+            if let Transmit::Send { message, .. } | Transmit::Announce { message } = t {
+                if let Message::Asap(AsapMessage::EndpointKeepAlive {
+                    pe_id: Some(pe), ..
+                }) = &message
+                {
+                    due.push(*pe);
+                }
+                self.buf.clear();
+                message.encode(&mut self.buf).expect("encodable");
+                self.sent += 1;
+            }
+        }
+        while self.r.poll_event().is_some() {}
+    }
+
     fn tick(&mut self) {
         self.now = self.now + Duration::from_micros(1);
     }
@@ -309,29 +337,36 @@ fn run(s: &Scope, rng: &mut ChaCha8Rng) -> Cells {
     let resolve = queries.len() as f64 / (cpu_now() - t);
     drop(queries);
 
-    // Keep-alive cycles: every PE's timer fires (intervals are jittered
-    // up to 1.5 x 5 s), then every ACK arrives.
+    // Keep-alive cycles in steady state: time advances in 1 ms steps, each
+    // step fires the due timers and every keep-alive sent is answered at
+    // once (intervals are jittered 0.5-1.5 x 5 s, so each PE sees one to
+    // three cycles in the window).
     let acks: Vec<Bytes> = (0..s.n).map(|i| s.ack(i)).collect();
-    let cycles = 2;
-    let mut cpu = 0.0;
-    for _ in 0..cycles {
-        rig.presence();
-        rig.now = rig.now + Duration::from_millis(7_600);
-        let sent = rig.sent;
-        let t = cpu_now();
-        rig.r.handle_timeout(rig.now);
-        rig.drain();
-        for (i, m) in acks.iter().enumerate() {
-            rig.feed(s, i, m.clone());
+    assert_eq!(unmix(s.pe_id(12345).0), 12345);
+    rig.presence();
+    let mut due = Vec::new();
+    let mut cycles = 0usize;
+    let t = cpu_now();
+    for step in 0..15_200 {
+        if step % 5_000 == 0 {
+            rig.presence();
         }
-        cpu += cpu_now() - t;
-        assert!(
-            rig.sent - sent >= s.n as u64,
-            "every PE got a keep-alive ({} sent)",
-            rig.sent - sent
-        );
+        rig.now = rig.now + Duration::from_millis(1);
+        rig.r.handle_timeout(rig.now);
+        rig.drain_keep_alives(&mut due);
+        cycles += due.len();
+        for pe in due.drain(..) {
+            let i = unmix(pe.0) as usize;
+            rig.feed(s, i, acks[i].clone());
+        }
     }
-    let keep_alive = (cycles * s.n) as f64 / cpu;
+    let cpu = cpu_now() - t;
+    assert!(
+        cycles >= s.n,
+        "every PE got a keep-alive ({cycles} sent to {} PEs)",
+        s.n
+    );
+    let keep_alive = cycles as f64 / cpu;
     assert_eq!(rig.r.handlespace().len(), s.n, "no PE lost to keep-alives");
     drop(acks);
 
