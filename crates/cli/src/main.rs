@@ -31,7 +31,7 @@ enum Command {
     Decode(decode::Args),
     /// Run a pool registrar (ENRP server) until SIGINT or SIGTERM.
     #[command(after_long_help = registrar::AFTER_HELP)]
-    Registrar(registrar::Args),
+    Registrar(Box<registrar::Args>),
     /// Run a pool element: register in a pool, deregister on SIGINT or SIGTERM.
     #[command(after_long_help = pe::AFTER_HELP)]
     Pe(pe::Args),
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         }
         Command::Registrar(args) => {
             init_tracing("info");
-            registrar::run(args)
+            registrar::run(*args)
         }
         Command::Pe(args) => {
             init_tracing("info");

@@ -42,8 +42,8 @@ impl Default for Custody {
 #[derive(Debug, Default)]
 pub(crate) struct Custodies {
     records: Vec<Custody>,
-    /// Association -> first entry registered over it.
-    heads: Map<u64, u32>,
+    /// Association -> (first entry registered over it, entries in its list).
+    heads: Map<u64, (u32, u32)>,
 }
 
 impl Custodies {
@@ -73,7 +73,9 @@ impl Custodies {
             return;
         }
         self.unbind(i);
-        let next = self.heads.insert(assoc, i).unwrap_or(NONE);
+        let head = self.heads.entry(assoc).or_insert((NONE, 0));
+        let next = std::mem::replace(&mut head.0, i);
+        head.1 += 1;
         if next != NONE {
             self.records[next as usize].prev = i;
         }
@@ -96,10 +98,15 @@ impl Custodies {
         }
         if prev != NONE {
             self.records[prev as usize].next = next;
-        } else if next != NONE {
-            self.heads.insert(assoc, next);
-        } else {
-            self.heads.remove(&assoc);
+        }
+        if let Some(head) = self.heads.get_mut(&assoc) {
+            if prev == NONE {
+                head.0 = next;
+            }
+            head.1 -= 1;
+            if head.1 == 0 {
+                self.heads.remove(&assoc);
+            }
         }
         let c = &mut self.records[i as usize];
         c.assoc = NO_ASSOC;
@@ -110,7 +117,7 @@ impl Custodies {
     /// Unbinds and returns every entry registered over `assoc`.
     pub(crate) fn take(&mut self, assoc: u64) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut i = self.heads.remove(&assoc).unwrap_or(NONE);
+        let mut i = self.heads.remove(&assoc).map_or(NONE, |h| h.0);
         while i != NONE {
             out.push(i);
             let c = &mut self.records[i as usize];
@@ -120,6 +127,11 @@ impl Custodies {
             c.next = NONE;
         }
         out
+    }
+
+    /// Number of entries registered over `assoc`.
+    pub(crate) fn count(&self, assoc: u64) -> usize {
+        self.heads.get(&assoc).map_or(0, |h| h.1 as usize)
     }
 
     /// The association of entry `i`.
@@ -161,17 +173,22 @@ impl Custodies {
     /// association's head, links are mutual, and no list has a dead entry.
     pub(crate) fn check(&self, live: impl Fn(u32) -> bool) -> Result<(), String> {
         let mut seen = 0usize;
-        for (&assoc, &head) in &self.heads {
+        for (&assoc, &(head, count)) in &self.heads {
             let mut prev = NONE;
             let mut i = head;
+            let mut n = 0;
             while i != NONE {
                 let c = self.records[i as usize];
                 if !live(i) || c.assoc != assoc || c.prev != prev {
                     return Err(format!("association {assoc}: broken list at entry {i}"));
                 }
                 seen += 1;
+                n += 1;
                 prev = i;
                 i = c.next;
+            }
+            if n != count {
+                return Err(format!("association {assoc}: {n} entries, counted {count}"));
             }
         }
         let bound = self.records.iter().filter(|c| c.assoc != NO_ASSOC).count();

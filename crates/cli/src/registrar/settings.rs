@@ -6,7 +6,8 @@ use crate::node::addr::EndpointSpec;
 use crate::node::duration::{Millis, Secs};
 use crate::node::transport::TransportArgs;
 use rserpool_core::registrar::{
-    BalancePolicy, BalancedConfig, LifeUnit, RegistrarConfig, TakeoverArbitration,
+    AddrRange, BalancePolicy, BalancedConfig, LifeUnit, PeerScope, RateLimit, RegistrarConfig,
+    TakeoverArbitration,
 };
 use rserpool_net::transport::TransportConfig;
 use rserpool_net::transport::udp::{SCTP_UDP_PORT, UdpConfig};
@@ -293,6 +294,23 @@ pub struct Settings {
     #[arg(long, value_name = "N", help_heading = "Takeover suggestion")]
     pub max_owned: Option<usize>,
 
+    /// Registrars that may peer (speak ENRP): an address range
+    /// (10.1.0.0/16, fd00::/8, one IP) or `any`; repeatable. The configured
+    /// --peer addresses, this host's --enrp-addr and registrars they
+    /// introduce are always admitted [default: only those].
+    #[arg(long = "enrp-allow", value_name = "RANGE", help_heading = "Security")]
+    pub enrp_allow: Vec<String>,
+    /// Most peer registrars [default: 64].
+    #[arg(long, value_name = "N", help_heading = "Security")]
+    pub max_peers: Option<usize>,
+    /// Most PEs registered over one association [default: 1000].
+    #[arg(long, value_name = "N", help_heading = "Security")]
+    pub max_pes_per_association: Option<usize>,
+    /// Handle resolutions per second one association may send (bursts of
+    /// twice that) [default: 2000].
+    #[arg(long, value_name = "N", help_heading = "Security")]
+    pub resolution_rate: Option<f64>,
+
     #[command(flatten, next_help_heading = "Transport")]
     #[allow(missing_docs)]
     pub transport: TransportArgs,
@@ -407,6 +425,13 @@ impl Settings {
             },
             no_accept_suggestions: false,
             max_owned: pick(self.max_owned, file.max_owned),
+            enrp_allow: pick_list(self.enrp_allow, file.enrp_allow),
+            max_peers: pick(self.max_peers, file.max_peers),
+            max_pes_per_association: pick(
+                self.max_pes_per_association,
+                file.max_pes_per_association,
+            ),
+            resolution_rate: pick(self.resolution_rate, file.resolution_rate),
             transport: self.transport.overlay(file.transport),
         }
     }
@@ -567,6 +592,36 @@ impl Settings {
             c.accept_suggestions = b;
         }
         c.max_owned = self.max_owned;
+        if !self.enrp_allow.is_empty() {
+            c.peer_scope = if self.enrp_allow.iter().any(|r| r == "any") {
+                PeerScope::Any
+            } else {
+                PeerScope::Ranges(
+                    self.enrp_allow
+                        .iter()
+                        .map(|r| {
+                            r.parse::<AddrRange>()
+                                .map_err(|e| format!("--enrp-allow {e}"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+        }
+        if let Some(n) = self.max_peers {
+            c.max_peers = n;
+        }
+        if let Some(n) = self.max_pes_per_association {
+            c.max_pes_per_association = n;
+        }
+        if let Some(rate) = self.resolution_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err("resolution-rate must be a positive number".into());
+            }
+            c.resolution_limit = RateLimit {
+                rate,
+                burst: (2.0 * rate).max(1.0),
+            };
+        }
         c.validate().map_err(|e| e.to_string())?;
 
         let status_interval = self.status_interval.map(|s| s.0);

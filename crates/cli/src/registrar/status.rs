@@ -2,9 +2,10 @@
 
 use rserpool_core::registrar::{PeerStatus, Registrar};
 
-/// `status id=0x... ready=yes pes=3 pools=1 owned=0x...:2,0x...:1 peers=1 [0x...:alive]`:
+/// `status id=0x... ready=yes pes=3 pools=1 owned=0x...:2,0x...:1 peers=1 [0x...:alive] refused=0`:
 /// what this registrar's handlespace holds, who owns it, how many peers are
-/// alive, and the whole peer table.
+/// alive, the whole peer table, and how many requests the trust model and
+/// the per-source limits refused.
 pub fn line(r: &Registrar) -> String {
     let hs = r.handlespace();
     let mut owned: Vec<_> = hs.owner_counts().collect();
@@ -27,13 +28,14 @@ pub fn line(r: &Registrar) -> String {
         })
         .collect();
     format!(
-        "status id={} ready={} pes={} pools={} owned={} peers={} [{}]",
+        "status id={} ready={} pes={} pools={} owned={} peers={} [{}] refused={}",
         r.id(),
         if r.is_ready() { "yes" } else { "no" },
         hs.len(),
         hs.pool_count(),
         if owned.is_empty() { "-" } else { &owned },
         alive,
-        peers.join(" ")
+        peers.join(" "),
+        r.stats().refused.total()
     )
 }

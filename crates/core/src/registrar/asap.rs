@@ -19,18 +19,42 @@ impl Registrar {
                 pool_element,
             } => self.registration(now, assoc, pool_handle, pool_element),
             AsapMessage::Deregistration { pool_handle, pe_id } => {
-                self.deregistration(assoc, pool_handle, pe_id)
+                self.deregistration(now, assoc, pool_handle, pe_id)
             }
             AsapMessage::HandleResolution {
                 pool_handle, items, ..
-            } => self.handle_resolution(assoc, pool_handle, items),
+            } => {
+                let limit = self.cfg.resolution_limit;
+                let allowed = self
+                    .associations
+                    .get_mut(&assoc)
+                    .is_some_and(|a| a.resolutions.take(now, limit));
+                if allowed {
+                    self.handle_resolution(assoc, pool_handle, items);
+                } else {
+                    self.refuse(now, assoc, super::Refusal::ResolutionRate);
+                }
+            }
             AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id } => {
                 if let Some(entry) = self.space.find(&pool_handle, pe_id) {
-                    self.keep_alive_acknowledged(now, entry);
+                    if self.speaks_for(assoc, entry) {
+                        self.keep_alive_acknowledged(now, entry);
+                    } else {
+                        self.refuse(now, assoc, super::Refusal::ForeignPe);
+                    }
                 }
             }
             AsapMessage::EndpointUnreachable { pool_handle, pe_id } => {
-                self.endpoint_unreachable(now, pool_handle, pe_id)
+                let limit = self.cfg.unreachable_limit;
+                let allowed = self
+                    .associations
+                    .get_mut(&assoc)
+                    .is_some_and(|a| a.reports.take(now, limit));
+                if allowed {
+                    self.endpoint_unreachable(now, assoc, pool_handle, pe_id);
+                } else {
+                    self.refuse(now, assoc, super::Refusal::UnreachableRate);
+                }
             }
             AsapMessage::Error { causes } => {
                 tracing::debug!(registrar = %self.id, ?assoc, ?causes, "ASAP_ERROR received");
@@ -74,11 +98,26 @@ impl Registrar {
                 },
             );
         };
-        let Some(peer) = self.associations.get(&assoc) else {
+        if !self.associations.contains_key(&assoc) {
             // A registration on an association the driver never reported is a
             // driver bug; answering is still right.
             return reject(self, pool, ErrorCause::new(CauseCode::Unspecified));
-        };
+        }
+        match self.space.find(&pool, pe_id) {
+            // RFC 5355 §3: only the PE itself may change its registration.
+            Some(entry) if !self.speaks_for(assoc, entry) => {
+                self.refuse(now, assoc, super::Refusal::ForeignPe);
+                return reject(self, pool, ErrorCause::new(CauseCode::RejectedSecurity));
+            }
+            Some(entry) if self.space.association(entry) == Some(assoc.0) => {}
+            _ => {
+                if self.space.association_load(assoc.0) >= self.cfg.max_pes_per_association {
+                    self.refuse(now, assoc, super::Refusal::AssociationFull);
+                    return reject(self, pool, ErrorCause::new(CauseCode::LackOfResources));
+                }
+            }
+        }
+        let peer = &self.associations[&assoc].peer;
         if let Err(cause) = adopt_user_addresses(&mut pe.user_transport, peer) {
             return reject(self, pool, cause);
         }
@@ -106,6 +145,7 @@ impl Registrar {
         self.balancer.settle(entry);
         self.space.bind_association(entry, assoc.0);
         self.space.heard_from(entry);
+        self.reporters.remove(&entry);
         self.arm_lifetime(now, entry, life.0);
         if self.space.deadline(entry, TimerKind::KeepAlive).is_none() {
             let first = self.jittered(self.cfg.keep_alive_interval);
@@ -126,17 +166,24 @@ impl Registrar {
         self.space.set_deadline(entry, TimerKind::Lifetime, at);
     }
 
-    fn deregistration(&mut self, assoc: AssocId, pool: PoolHandle, pe_id: PeId) {
+    fn deregistration(&mut self, now: Instant, assoc: AssocId, pool: PoolHandle, pe_id: PeId) {
         // RFC 5352 §3.2: an unknown PE is still answered with success.
+        let mut error = None;
         if let Some(entry) = self.space.find(&pool, pe_id) {
-            self.remove_pe(entry, RemovalReason::Deregistered);
+            if self.speaks_for(assoc, entry) {
+                self.remove_pe(entry, RemovalReason::Deregistered);
+            } else {
+                // RFC 5355 §3: only the PE itself may deregister.
+                self.refuse(now, assoc, super::Refusal::ForeignPe);
+                error = Some(vec![ErrorCause::new(CauseCode::RejectedSecurity)]);
+            }
         }
         self.reply(
             assoc,
             AsapMessage::DeregistrationResponse {
                 pool_handle: pool,
                 pe_id,
-                error: None,
+                error,
             },
         );
     }
@@ -145,6 +192,7 @@ impl Registrar {
     /// owned it (or learnt of the removal first-hand), announces DEL_PE.
     pub(super) fn remove_pe(&mut self, entry: EntryId, reason: RemovalReason) {
         self.balancer.settle(entry);
+        self.reporters.remove(&entry);
         let Some(removed) = self.space.remove_entry(entry) else {
             return;
         };
@@ -181,13 +229,30 @@ impl Registrar {
         self.reply(assoc, reply);
     }
 
-    /// RFC 5352 §3.5: probe the PE at once; count reports; remove beyond
-    /// MAX-BAD-PE-REPORT.
-    fn endpoint_unreachable(&mut self, now: Instant, pool: PoolHandle, pe_id: PeId) {
+    /// RFC 5352 §3.5 with RFC 5355 §2.13's caution: probe the PE at once;
+    /// count reports from distinct associations only, so that one reporter
+    /// can at most make the registrar probe; remove beyond
+    /// MAX-BAD-PE-REPORT independent reports.
+    fn endpoint_unreachable(
+        &mut self,
+        now: Instant,
+        assoc: AssocId,
+        pool: PoolHandle,
+        pe_id: PeId,
+    ) {
         let Some(entry) = self.space.find(&pool, pe_id) else {
             return;
         };
-        let count = self.space.report_unreachable(entry);
+        if self.reporters.len() >= super::MAX_REPORTED_PES && !self.reporters.contains_key(&entry) {
+            self.reporters.clear();
+        }
+        let reporters = self.reporters.entry(entry).or_default();
+        let count = if reporters.contains(&assoc) {
+            self.space.unreachable_reports(entry)
+        } else {
+            reporters.push(assoc);
+            self.space.report_unreachable(entry)
+        };
         if count > self.cfg.max_bad_pe_reports {
             self.remove_pe(entry, RemovalReason::Unreachable);
         } else if self.space.home_of(entry) == Some(self.id) && !self.space.awaiting_ack(entry) {
@@ -213,6 +278,9 @@ impl Registrar {
             return;
         }
         self.space.heard_from(entry);
+        if !self.reporters.is_empty() {
+            self.reporters.remove(&entry);
+        }
         let next = self.jittered(self.cfg.keep_alive_interval);
         self.space
             .set_deadline(entry, TimerKind::KeepAlive, Some(now + next));

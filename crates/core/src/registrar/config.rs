@@ -1,6 +1,7 @@
 //! Registrar configuration: every timer and constant of RFC 5352/5353 with
 //! the RFC's default, and the project's own knobs.
 
+pub use super::admission::{AddrRange, PeerScope};
 use super::balance::BalancePolicy;
 use rserpool_wire::PrId;
 use std::net::SocketAddr;
@@ -83,6 +84,28 @@ pub struct RegistrarConfig {
     pub move_grace: Duration,
     /// Most PEs in the handlespace (registrations beyond get Lack of Resources).
     pub max_pool_elements: usize,
+    /// Which registrars may speak ENRP to this one (RFC 5355 trust model).
+    pub peer_scope: PeerScope,
+    /// Most registrars in the peer table; ENRP from further server IDs is
+    /// refused.
+    pub max_peers: usize,
+    /// Most PEs registered over one association (further registrations get
+    /// Lack of Resources).
+    pub max_pes_per_association: usize,
+    /// Handle resolutions one association may send (RFC 5352 §3.3 asks for
+    /// a limit; beyond it requests are dropped and counted).
+    pub resolution_limit: RateLimit,
+    /// ENDPOINT_UNREACHABLE reports one association may send.
+    pub unreachable_limit: RateLimit,
+}
+
+/// A token bucket: `rate` per second on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub rate: f64,
+    /// Requests allowed at once.
+    pub burst: f64,
 }
 
 impl Default for RegistrarConfig {
@@ -114,6 +137,17 @@ impl Default for RegistrarConfig {
             max_owned: None,
             move_grace: Duration::from_secs(15),
             max_pool_elements: 10_000_000,
+            peer_scope: PeerScope::Configured,
+            max_peers: 64,
+            max_pes_per_association: 1_000,
+            resolution_limit: RateLimit {
+                rate: 2_000.0,
+                burst: 4_000.0,
+            },
+            unreachable_limit: RateLimit {
+                rate: 10.0,
+                burst: 20.0,
+            },
         }
     }
 }
@@ -151,6 +185,14 @@ impl RegistrarConfig {
         }
         if self.max_elements_per_table_response == 0 {
             return err("handle table pages must hold at least one PE");
+        }
+        if self.max_peers == 0 || self.max_pes_per_association == 0 {
+            return err("max-peers and max-pes-per-association must be at least 1");
+        }
+        for l in [self.resolution_limit, self.unreachable_limit] {
+            if !(l.rate > 0.0 && l.burst >= 1.0) {
+                return err("rate limits need a rate > 0 and a burst >= 1");
+            }
         }
         if let super::balance::BalancePolicy::Balanced(b) = &self.balance {
             if !(b.tolerance >= 0.0 && b.rate > 0.0 && b.burst >= 1.0) {

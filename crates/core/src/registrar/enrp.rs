@@ -92,12 +92,45 @@ impl Registrar {
         }
     }
 
+    /// RFC 5355 §3: ENRP only from registrars of the scope, each association
+    /// speaking for one registrar, and no more registrars than the peer
+    /// table holds.
+    pub(super) fn admit_enrp(&mut self, now: Instant, assoc: AssocId, sender: PrId) -> bool {
+        let Some(a) = self.associations.get(&assoc) else {
+            return false;
+        };
+        let refusal = if !self.admission.admits(&a.peer) {
+            Some(super::Refusal::EnrpStranger)
+        } else if a.registrar.is_some_and(|r| r != sender) {
+            Some(super::Refusal::EnrpImpersonation)
+        } else if self.peers.get(sender).is_none()
+            && sender != self.id
+            && self.peers.iter().count() >= self.cfg.max_peers
+        {
+            Some(super::Refusal::PeerTableFull)
+        } else {
+            None
+        };
+        match refusal {
+            Some(r) => {
+                self.refuse(now, assoc, r);
+                false
+            }
+            None => {
+                if let Some(a) = self.associations.get_mut(&assoc) {
+                    a.registrar = Some(sender);
+                }
+                true
+            }
+        }
+    }
+
     /// Everything from a peer proves it alive (RFC 5353 §3.4.2); an unknown
     /// peer is added and asked for its presence (§3.4.1).
     fn peer_heard(&mut self, now: Instant, id: PrId, assoc: Option<AssocId>) {
         let fallback: Vec<SocketAddr> = assoc
             .and_then(|a| self.associations.get(&a))
-            .map(|p| p.to_vec())
+            .map(|a| a.peer.to_vec())
             .unwrap_or_default();
         let was_dead = self
             .peers
@@ -130,6 +163,14 @@ impl Registrar {
     ) {
         let sender = m.servers().sender;
         if sender == self.id || self.peers.get(sender).is_some() {
+            return;
+        }
+        if !self.admission.admits(&[from]) {
+            self.stats.refused.count(super::Refusal::EnrpStranger);
+            return;
+        }
+        if self.peers.iter().count() >= self.cfg.max_peers {
+            self.stats.refused.count(super::Refusal::PeerTableFull);
             return;
         }
         // An unknown registrar announced itself: talk to it point to point.
@@ -222,7 +263,13 @@ impl Registrar {
                     if info.server_id == self.id || self.peers.get(info.server_id).is_some() {
                         continue;
                     }
+                    if self.peers.iter().count() >= self.cfg.max_peers {
+                        self.stats.refused.count(super::Refusal::PeerTableFull);
+                        break;
+                    }
                     let addrs = super::asap::socket_addrs(&info.transport);
+                    // An admitted peer vouches for the registrars it lists.
+                    self.admission.introduce(&addrs);
                     self.peers.heard(now, info.server_id, None, &addrs);
                     self.timers.set(
                         Timer::PeerSilent(info.server_id),
@@ -255,7 +302,9 @@ impl Registrar {
                 pool_handle,
                 pool_element,
             ),
-            EnrpMessage::InitTakeover { target, .. } => self.init_takeover(now, sender, target),
+            EnrpMessage::InitTakeover { target, .. } => {
+                self.init_takeover(now, assoc, sender, target)
+            }
             EnrpMessage::InitTakeoverAck { target, .. } => {
                 let won = match self.takeovers.get_mut(&target) {
                     Some(t) => {
@@ -269,6 +318,15 @@ impl Registrar {
                 }
             }
             EnrpMessage::TakeoverServer { target, .. } => {
+                if target == self.id || self.heard_recently(now, target) {
+                    if let Some(a) = assoc {
+                        self.refuse(now, a, super::Refusal::TakeoverOfLive);
+                    }
+                    if target == self.id {
+                        self.announce_alive();
+                    }
+                    return;
+                }
                 if self.takeovers.remove(&target).is_some() {
                     self.timers.cancel(&Timer::TakeoverExpiry(target));
                     self.out.event(RegistrarEvent::TakeoverAbandoned(target));
@@ -516,9 +574,17 @@ impl Registrar {
                     return;
                 }
                 let pe_id = pe.id;
+                // Only the PE's home as recorded *before* this update (or,
+                // for a PE new to us, the sender) may suggest: an ADD_PE that
+                // names its sender as home must not make the sender eligible
+                // by its own word.
+                let home_before = self
+                    .space
+                    .find(&pool, pe_id)
+                    .and_then(|e| self.space.home_of(e));
                 if let Some(entry) = self.import(now, &pool, pe) {
                     if takeover {
-                        self.takeover_suggested(now, sender, entry, pool, pe_id);
+                        self.takeover_suggested(now, sender, home_before, entry, pool, pe_id);
                     }
                 }
             }
@@ -539,6 +605,7 @@ impl Registrar {
         &mut self,
         now: Instant,
         sender: PrId,
+        home_before: Option<PrId>,
         entry: EntryId,
         pool: PoolHandle,
         pe: PeId,
@@ -551,7 +618,9 @@ impl Registrar {
         } else {
             match self.space.home_of(entry) {
                 Some(h) if h == self.id => Err(DeclineReason::AlreadyHome),
-                h if h != Some(sender) => Err(DeclineReason::NotHome),
+                h if h != Some(sender) || home_before.is_some_and(|b| b != sender) => {
+                    Err(DeclineReason::NotHome)
+                }
                 _ => {
                     let view = self.ownership_view();
                     self.balancer.admit(now, entry, &view, self.cfg.max_owned)
@@ -709,14 +778,38 @@ impl Registrar {
         }
     }
 
-    fn init_takeover(&mut self, _now: Instant, sender: PrId, target: PrId) {
+    /// A false alarm about us: tell every peer we are alive, the ones we
+    /// consider dead included (they may be the ones that lost us).
+    fn announce_alive(&mut self) {
+        for id in self.peers.ids() {
+            if let Some(to) = self.to_peer(id) {
+                self.send_presence(to, Some(id), false);
+            }
+        }
+    }
+
+    /// Whether `target` was heard from within MAX-TIME-LAST-HEARD over an
+    /// association that is still up: too alive to be taken over.
+    fn heard_recently(&self, now: Instant, target: PrId) -> bool {
+        self.peers.get(target).is_some_and(|p| {
+            p.status == PeerStatus::Alive
+                && now.saturating_since(p.last_heard) < self.cfg.max_time_last_heard
+                && p.assoc.is_some_and(|a| self.associations.contains_key(&a))
+        })
+    }
+
+    fn init_takeover(&mut self, now: Instant, assoc: Option<AssocId>, sender: PrId, target: PrId) {
         if target == self.id {
-            // A false alarm about us: tell everyone we are alive.
-            let ids: Vec<PrId> = self.peers.active().map(|p| p.id).collect();
-            for id in ids {
-                if let Some(to) = self.to_peer(id) {
-                    self.send_presence(to, Some(id), false);
-                }
+            self.announce_alive();
+            return;
+        }
+        if self.heard_recently(now, target) {
+            // RFC 5353 §3.5.1 has every peer acknowledge; acknowledging the
+            // takeover of a registrar we hear from would hand its PEs to the
+            // initiator after a partition heals. The initiator abandons the
+            // takeover when the target's PRESENCE reaches it.
+            if let Some(a) = assoc {
+                self.refuse(now, a, super::Refusal::TakeoverOfLive);
             }
             return;
         }

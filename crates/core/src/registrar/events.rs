@@ -155,6 +155,96 @@ impl MessageCounts {
     }
 }
 
+/// Why a request was refused under the trust model (RFC 5355) or a
+/// per-source limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// ENRP over an association outside the peer scope.
+    EnrpStranger,
+    /// ENRP naming another server than the one that speaks over the
+    /// association.
+    EnrpImpersonation,
+    /// ENRP from one more registrar than the peer table may hold.
+    PeerTableFull,
+    /// A deregistration, re-registration or keep-alive acknowledgement for a
+    /// PE registered over another association.
+    ForeignPe,
+    /// A registration beyond the association's PE limit.
+    AssociationFull,
+    /// Handle resolutions beyond the association's rate.
+    ResolutionRate,
+    /// Unreachability reports beyond the association's rate.
+    UnreachableRate,
+    /// A takeover naming this registrar or a peer that is alive.
+    TakeoverOfLive,
+}
+
+impl Refusal {
+    /// A short explanation for logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::EnrpStranger => "ENRP from outside the peer scope refused",
+            Self::EnrpImpersonation => {
+                "ENRP naming another registrar than the association's refused"
+            }
+            Self::PeerTableFull => "ENRP from a new registrar refused: peer table full",
+            Self::ForeignPe => "request for a PE registered over another association refused",
+            Self::AssociationFull => "registration refused: association's PE limit reached",
+            Self::ResolutionRate => "handle resolutions beyond the association's rate dropped",
+            Self::UnreachableRate => "unreachability reports beyond the association's rate dropped",
+            Self::TakeoverOfLive => "takeover of a live registrar refused",
+        }
+    }
+}
+
+/// Refused requests, by reason (see [`Refusal`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RefusalCounts {
+    /// [`Refusal::EnrpStranger`].
+    pub enrp_stranger: u64,
+    /// [`Refusal::EnrpImpersonation`].
+    pub enrp_impersonation: u64,
+    /// [`Refusal::PeerTableFull`].
+    pub peer_table_full: u64,
+    /// [`Refusal::ForeignPe`].
+    pub foreign_pe: u64,
+    /// [`Refusal::AssociationFull`].
+    pub association_full: u64,
+    /// [`Refusal::ResolutionRate`].
+    pub resolution_rate: u64,
+    /// [`Refusal::UnreachableRate`].
+    pub unreachable_rate: u64,
+    /// [`Refusal::TakeoverOfLive`].
+    pub takeover_of_live: u64,
+}
+
+impl RefusalCounts {
+    pub(crate) fn count(&mut self, r: Refusal) {
+        *match r {
+            Refusal::EnrpStranger => &mut self.enrp_stranger,
+            Refusal::EnrpImpersonation => &mut self.enrp_impersonation,
+            Refusal::PeerTableFull => &mut self.peer_table_full,
+            Refusal::ForeignPe => &mut self.foreign_pe,
+            Refusal::AssociationFull => &mut self.association_full,
+            Refusal::ResolutionRate => &mut self.resolution_rate,
+            Refusal::UnreachableRate => &mut self.unreachable_rate,
+            Refusal::TakeoverOfLive => &mut self.takeover_of_live,
+        } += 1;
+    }
+
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.enrp_stranger
+            + self.enrp_impersonation
+            + self.peer_table_full
+            + self.foreign_pe
+            + self.association_full
+            + self.resolution_rate
+            + self.unreachable_rate
+            + self.takeover_of_live
+    }
+}
+
 /// Takeover suggestions withheld, by reason.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WithheldCounts {
@@ -177,6 +267,8 @@ pub struct RegistrarStats {
     pub sent: MessageCounts,
     /// Undecodable or misaddressed messages.
     pub invalid_messages: u64,
+    /// Requests refused under the trust model or a per-source limit.
+    pub refused: RefusalCounts,
     /// Takeover suggestions sent.
     pub suggestions_sent: u64,
     /// Takeover suggestions withheld, by reason.

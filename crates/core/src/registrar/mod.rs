@@ -5,7 +5,9 @@
 //! Work is split by protocol: `asap` handles pool elements and users, `enrp`
 //! the peers; `space` adapts the handlespace to what both need.
 
+mod admission;
 mod asap;
+mod association;
 pub mod balance;
 mod config;
 mod enrp;
@@ -14,8 +16,13 @@ mod peers;
 mod space;
 
 pub use balance::{BalancePolicy, BalancedConfig, DeclineReason, OwnershipView, Withheld};
-pub use config::{ConfigError, LifeUnit, RegistrarConfig, TakeoverArbitration};
-pub use events::{MessageCounts, RegistrarEvent, RegistrarStats, RemovalReason, WithheldCounts};
+pub use config::{
+    AddrRange, ConfigError, LifeUnit, PeerScope, RateLimit, RegistrarConfig, TakeoverArbitration,
+};
+pub use events::{
+    MessageCounts, Refusal, RefusalCounts, RegistrarEvent, RegistrarStats, RemovalReason,
+    WithheldCounts,
+};
 pub use peers::{Peer, PeerStatus};
 
 use crate::Machine;
@@ -106,8 +113,15 @@ pub struct Registrar {
     out: Outbox<RegistrarEvent>,
     stats: RegistrarStats,
     phase: Phase,
-    /// Peer addresses of every association that is up.
+    /// Every association that is up.
     associations: Associations,
+    /// Who may speak ENRP.
+    admission: admission::Admission,
+    /// Reporters of ENDPOINT_UNREACHABLE per reported PE, until the PE shows
+    /// life or leaves (transient, bounded: [`MAX_REPORTED_PES`]).
+    reporters: HashMap<rserpool_handlespace::EntryId, Vec<AssocId>>,
+    /// When a refusal from a source address was last logged.
+    refusal_log: HashMap<std::net::IpAddr, Instant>,
     /// Takeovers this registrar initiated, by target.
     takeovers: BTreeMap<PrId, Takeover>,
     /// Outgoing handle table sessions: requesting peer -> (own-children-only, resume after).
@@ -130,6 +144,7 @@ impl Registrar {
             },
         };
         let balancer = Balancer::new(cfg.balance.clone(), cfg.move_grace, now);
+        let admission = admission::Admission::new(&cfg.peer_scope, &cfg.enrp_addresses, &cfg.peers);
         let mut r = Self {
             space: Space::new(
                 cfg.max_pool_elements,
@@ -146,6 +161,9 @@ impl Registrar {
             stats: RegistrarStats::default(),
             phase: Phase::Discovering,
             associations: Associations::default(),
+            admission,
+            reporters: HashMap::new(),
+            refusal_log: HashMap::new(),
             takeovers: BTreeMap::new(),
             table_sessions: HashMap::new(),
             syncs: HashMap::new(),
@@ -268,7 +286,11 @@ impl Machine for Registrar {
                 }
                 match message {
                     Message::Asap(m) => self.handle_asap(now, assoc, m),
-                    Message::Enrp(m) => self.handle_enrp(now, Some(assoc), m),
+                    Message::Enrp(m) => {
+                        if self.admit_enrp(now, assoc, m.servers().sender) {
+                            self.handle_enrp(now, Some(assoc), m);
+                        }
+                    }
                 }
             }
             Inbound::Invalid { error, reply } => {
@@ -297,7 +319,13 @@ impl Machine for Registrar {
     fn handle_association(&mut self, now: Instant, event: AssociationEvent) {
         match event {
             AssociationEvent::Up { assoc, peer } => {
-                self.associations.insert(assoc, peer.into_boxed_slice());
+                let a = association::Association::new(
+                    peer,
+                    now,
+                    self.cfg.resolution_limit,
+                    self.cfg.unreachable_limit,
+                );
+                self.associations.insert(assoc, a);
             }
             AssociationEvent::Down { assoc, reason } => {
                 self.associations.remove(&assoc);
@@ -402,9 +430,68 @@ impl Registrar {
     }
 }
 
-/// The peer addresses of every association that is up (per-association
-/// state; a PE's association is recorded with the PE in the handlespace).
-type Associations = HashMap<AssocId, Box<[SocketAddr]>, foldhash::fast::RandomState>;
+/// Every association that is up (per-association state; a PE's association
+/// is recorded with the PE in the handlespace).
+type Associations = HashMap<AssocId, association::Association, foldhash::fast::RandomState>;
+
+/// Most PEs with unreachability reports pending; beyond, the oldest
+/// evidence is forgotten (reports start over).
+const MAX_REPORTED_PES: usize = 65_536;
+
+/// Refusals from one source address are logged at most this often.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Registrar {
+    /// Counts a refusal and logs it, once per source address per
+    /// [`REFUSAL_LOG_INTERVAL`].
+    fn refuse(&mut self, now: Instant, assoc: AssocId, what: Refusal) {
+        self.stats.refused.count(what);
+        let source = self
+            .associations
+            .get(&assoc)
+            .and_then(|a| a.peer.first().copied());
+        let ip = source.map(|s| s.ip());
+        let due = ip.is_none_or(|ip| {
+            self.refusal_log
+                .get(&ip)
+                .is_none_or(|t| now.saturating_since(*t) >= REFUSAL_LOG_INTERVAL)
+        });
+        if due {
+            if let Some(ip) = ip {
+                if self.refusal_log.len() >= 1024 {
+                    self.refusal_log.clear();
+                }
+                self.refusal_log.insert(ip, now);
+            }
+            tracing::warn!(
+                registrar = %self.id,
+                source = ?source,
+                "{} (further refusals from this source are counted, logged again in {}s)",
+                what.describe(),
+                REFUSAL_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+
+    /// Whether `assoc` may act for the PE of `entry`: it is the association
+    /// the PE registered over, or, once that one is gone, one from an
+    /// address the PE registered from (a PE that reconnected, or one taken
+    /// over by this registrar).
+    fn speaks_for(&self, assoc: AssocId, entry: rserpool_handlespace::EntryId) -> bool {
+        match self.space.association(entry).map(AssocId) {
+            Some(a) if a == assoc => return true,
+            Some(a) if self.associations.contains_key(&a) => return false,
+            _ => {}
+        }
+        let (Some(a), Some(e)) = (self.associations.get(&assoc), self.space.entry(entry)) else {
+            return false;
+        };
+        e.element()
+            .asap_transport
+            .as_ref()
+            .is_some_and(|t| a.peer.iter().any(|p| t.addresses.contains(&p.ip())))
+    }
+}
 
 #[cfg(test)]
 mod tests;

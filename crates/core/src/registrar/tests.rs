@@ -43,11 +43,17 @@ fn element(id: u32, n: u8, policy: Policy) -> PoolElement {
     }
 }
 
+/// The peers' network (10.0.0.0/24) is in the peer scope.
+fn scope() -> PeerScope {
+    PeerScope::Ranges(vec!["10.0.0.0/24".parse().unwrap()])
+}
+
 fn registrar(cfg: RegistrarConfig) -> Registrar {
     let mut r = Registrar::new(
         RegistrarConfig {
             id: Some(pr(100)),
             announce: false,
+            peer_scope: scope(),
             ..cfg
         },
         7,
@@ -352,7 +358,9 @@ fn unreachable_reports_probe_then_remove() {
     });
     up(&mut r, PE_ASSOC, pe_addr(1));
     register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
-    up(&mut r, AssocId(9), pe_addr(9));
+    for a in 9..12 {
+        up(&mut r, AssocId(a), pe_addr(a as u8));
+    }
     let eu = Message::Asap(AsapMessage::EndpointUnreachable {
         pool_handle: pool(),
         pe_id: PeId(1),
@@ -363,9 +371,15 @@ fn unreachable_reports_probe_then_remove() {
         asap_sent(&out)[..],
         [(_, AsapMessage::EndpointKeepAlive { .. })]
     ));
-    feed(&mut r, t(20), AssocId(9), eu.clone());
+    // RFC 5355 §2.13: one reporter, however often it reports, only makes
+    // the registrar probe.
+    for ms in 11..20 {
+        feed(&mut r, t(ms), AssocId(9), eu.clone());
+    }
     assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
-    feed(&mut r, t(30), AssocId(9), eu);
+    feed(&mut r, t(20), AssocId(10), eu.clone());
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
+    feed(&mut r, t(30), AssocId(11), eu);
     assert!(r.handlespace().get(&pool(), PeId(1)).is_none());
 }
 
@@ -679,6 +693,7 @@ fn competing_takeovers_follow_the_configured_rule() {
                 awaiting: [pr(sender)].into(),
             },
         );
+        r.peers.get_mut(pr(200)).unwrap().status = PeerStatus::Dead;
         drain(&mut r);
         feed(
             &mut r,
@@ -809,4 +824,259 @@ fn checksum_mismatch_starts_an_own_children_only_resync() {
         Some(pr(200))
     );
     assert_eq!(r.owned_count(pr(200)), 1);
+}
+
+// ----- RFC 5355 trust model: what a stranger on the network cannot do -----
+
+fn presence_from(sender: u32) -> Message {
+    Message::Enrp(EnrpMessage::Presence {
+        servers: Servers {
+            sender: pr(sender),
+            receiver: None,
+        },
+        reply_required: true,
+        checksum: None,
+        server_info: None,
+    })
+}
+
+fn add_pe(sender: u32, home: u32, takeover: bool, id: u32) -> Message {
+    let mut pe = element(id, id as u8, Policy::RoundRobin);
+    pe.home_registrar = Some(pr(home));
+    pe.asap_transport = Some(TransportAddress::sctp(
+        4000,
+        TransportUse::DataOnly,
+        vec![pe_addr(id as u8).ip()],
+    ));
+    Message::Enrp(EnrpMessage::HandleUpdate {
+        servers: Servers {
+            sender: pr(sender),
+            receiver: Some(pr(100)),
+        },
+        takeover_suggested: takeover,
+        action: UpdateAction::AddPe,
+        pool_handle: pool(),
+        pool_element: pe,
+    })
+}
+
+#[test]
+fn deregistration_over_another_association_is_refused() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    up(&mut r, AssocId(66), pe_addr(66));
+    let dereg = Message::Asap(AsapMessage::Deregistration {
+        pool_handle: pool(),
+        pe_id: PeId(1),
+    });
+    feed(&mut r, t(1), AssocId(66), dereg.clone());
+    let out = drain(&mut r);
+    let [(_, AsapMessage::DeregistrationResponse { error: Some(e), .. })] = asap_sent(&out)[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(e[0].code, CauseCode::RejectedSecurity);
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
+    assert_eq!(r.stats().refused.foreign_pe, 1);
+    // Nor may a stranger re-register it (to redirect its users) or keep it
+    // alive with acknowledgements.
+    let out = register(
+        &mut r,
+        t(2),
+        AssocId(66),
+        element(1, 66, Policy::RoundRobin),
+    );
+    assert!(matches!(
+        asap_sent(&out)[..],
+        [(_, AsapMessage::RegistrationResponse { rejected: true, .. })]
+    ));
+    assert_eq!(
+        r.handlespace()
+            .get(&pool(), PeId(1))
+            .unwrap()
+            .element()
+            .user_transport,
+        element(1, 1, Policy::RoundRobin).user_transport
+    );
+    // The PE itself may.
+    feed(&mut r, t(3), PE_ASSOC, dereg);
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_none());
+}
+
+#[test]
+fn enrp_from_outside_the_scope_is_refused() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    let stranger = AssocId(77);
+    up(&mut r, stranger, "203.0.113.9:9901".parse().unwrap());
+    feed(&mut r, t(1), stranger, presence_from(666));
+    let mut pe = element(1, 1, Policy::RoundRobin);
+    pe.home_registrar = Some(pr(100));
+    feed(
+        &mut r,
+        t(2),
+        stranger,
+        Message::Enrp(EnrpMessage::HandleUpdate {
+            servers: Servers {
+                sender: pr(666),
+                receiver: None,
+            },
+            takeover_suggested: false,
+            action: UpdateAction::DelPe,
+            pool_handle: pool(),
+            pool_element: pe,
+        }),
+    );
+    feed(
+        &mut r,
+        t(3),
+        stranger,
+        Message::Enrp(EnrpMessage::HandleTableRequest {
+            servers: Servers {
+                sender: pr(666),
+                receiver: None,
+            },
+            own_children_only: false,
+        }),
+    );
+    assert!(enrp_sent(&drain(&mut r)).is_empty(), "nothing disclosed");
+    assert_eq!(r.peers().count(), 0);
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
+    assert_eq!(r.stats().refused.enrp_stranger, 3);
+}
+
+#[test]
+fn an_association_speaks_for_one_registrar_and_the_peer_table_is_bounded() {
+    let mut r = registrar(RegistrarConfig {
+        max_peers: 2,
+        ..RegistrarConfig::default()
+    });
+    with_peer(&mut r, t(0));
+    feed(&mut r, t(1), PEER_ASSOC, presence_from(300));
+    assert_eq!(r.stats().refused.enrp_impersonation, 1);
+    for (i, id) in [(3u64, 301u32), (4, 302)] {
+        up(
+            &mut r,
+            AssocId(i),
+            format!("10.0.0.{i}:9901").parse().unwrap(),
+        );
+        feed(&mut r, t(2), AssocId(i), presence_from(id));
+    }
+    assert_eq!(r.peers().count(), 2);
+    assert_eq!(r.stats().refused.peer_table_full, 1);
+}
+
+#[test]
+fn a_peer_cannot_claim_another_peers_pe_to_suggest_it() {
+    let mut r = registrar(RegistrarConfig::default());
+    with_peer(&mut r, t(0));
+    up(&mut r, AssocId(3), "10.0.0.3:9901".parse().unwrap());
+    feed(&mut r, t(0), AssocId(3), presence_from(300));
+    feed(&mut r, t(1), PEER_ASSOC, add_pe(200, 200, false, 7));
+    drain(&mut r);
+    // 300 overwrites the home and suggests in the same breath.
+    feed(&mut r, t(2), AssocId(3), add_pe(300, 300, true, 7));
+    let out = drain(&mut r);
+    assert!(asap_sent(&out).is_empty(), "no H keep-alive: {out:?}");
+    assert_eq!(r.stats().suggestions_accepted, 0);
+    assert_eq!(r.stats().suggestions_declined, 1);
+}
+
+#[test]
+fn takeovers_of_live_registrars_are_refused() {
+    let mut r = registrar(RegistrarConfig::default());
+    with_peer(&mut r, t(0));
+    up(&mut r, AssocId(3), "10.0.0.3:9901".parse().unwrap());
+    feed(&mut r, t(0), AssocId(3), presence_from(300));
+    feed(&mut r, t(1), PEER_ASSOC, add_pe(200, 200, false, 7));
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(1), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    drain(&mut r);
+    let takeover = |target: u32, init: bool| {
+        let servers = Servers {
+            sender: pr(300),
+            receiver: None,
+        };
+        Message::Enrp(if init {
+            EnrpMessage::InitTakeover {
+                servers,
+                target: pr(target),
+            }
+        } else {
+            EnrpMessage::TakeoverServer {
+                servers,
+                target: pr(target),
+            }
+        })
+    };
+    feed(&mut r, t(2), AssocId(3), takeover(200, true));
+    let out = drain(&mut r);
+    assert!(
+        !enrp_sent(&out)
+            .iter()
+            .any(|(_, m)| matches!(m, EnrpMessage::InitTakeoverAck { .. })),
+        "{out:?}"
+    );
+    feed(&mut r, t(3), AssocId(3), takeover(200, false));
+    feed(&mut r, t(3), AssocId(3), takeover(100, false));
+    assert_eq!(r.owned_count(pr(200)), 1);
+    assert_eq!(r.owned_count(pr(100)), 1);
+    assert_eq!(r.stats().refused.takeover_of_live, 3);
+    // Once the target falls silent, the takeover is acknowledged.
+    feed(&mut r, t(70_000), AssocId(3), presence_from(300));
+    feed(&mut r, t(70_001), AssocId(3), takeover(200, true));
+    assert!(
+        enrp_sent(&drain(&mut r))
+            .iter()
+            .any(|(_, m)| matches!(m, EnrpMessage::InitTakeoverAck { .. }))
+    );
+}
+
+#[test]
+fn per_association_limits_hold() {
+    let mut r = registrar(RegistrarConfig {
+        max_pes_per_association: 3,
+        resolution_limit: RateLimit {
+            rate: 1.0,
+            burst: 5.0,
+        },
+        ..RegistrarConfig::default()
+    });
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    for id in 1..=4 {
+        let out = register(&mut r, t(0), PE_ASSOC, element(id, 1, Policy::RoundRobin));
+        let rejected = matches!(
+            asap_sent(&out)[..],
+            [(_, AsapMessage::RegistrationResponse { rejected: true, .. })]
+        );
+        assert_eq!(rejected, id == 4, "PE {id}");
+    }
+    // Re-registering a PE it already holds is not a new one.
+    let out = register(&mut r, t(1), PE_ASSOC, element(2, 1, Policy::RoundRobin));
+    assert!(matches!(
+        asap_sent(&out)[..],
+        [(
+            _,
+            AsapMessage::RegistrationResponse {
+                rejected: false,
+                ..
+            }
+        )]
+    ));
+    up(&mut r, AssocId(10), pe_addr(10));
+    let hr = Message::Asap(AsapMessage::HandleResolution {
+        subscribe: false,
+        pool_handle: pool(),
+        items: None,
+    });
+    let mut answered = 0;
+    for _ in 0..20 {
+        feed(&mut r, t(2), AssocId(10), hr.clone());
+        answered += asap_sent(&drain(&mut r)).len();
+    }
+    assert_eq!(answered, 5);
+    assert_eq!(r.stats().refused.resolution_rate, 15);
+    assert_eq!(r.stats().refused.association_full, 1);
 }

@@ -35,6 +35,11 @@ impl Handlespace {
         self.custody.take(assoc).into_iter().map(EntryId).collect()
     }
 
+    /// Number of PEs bound to `assoc` (O(1)).
+    pub fn association_load(&self, assoc: u64) -> usize {
+        self.custody.count(assoc)
+    }
+
     /// Associations with at least one PE bound.
     pub fn bound_associations(&self) -> usize {
         self.custody.associations()

@@ -164,11 +164,26 @@ async fn input<M: Machine, T: Transport>(
             }
         }
         Event::Message(m) => match assocs.id_of(index, m.assoc) {
+            Some(_) if !ppid_belongs(endpoints, index, m.ppid.0) => {
+                // A registrar's ASAP and ENRP endpoints each carry their own
+                // protocol only: ENRP on the ASAP port would let anyone who
+                // can reach PEs' registrar speak as a peer (RFC 5355 §3).
+                tracing::debug!(assoc = %m.assoc, ppid = m.ppid.0, "message of the other endpoint's protocol dropped");
+            }
             Some(id) => machine.handle_data(now, id, m.ppid.0, m.data),
             None => tracing::debug!(assoc = %m.assoc, "message on an unknown association dropped"),
         },
     }
     Ok(())
+}
+
+/// With separate ASAP and ENRP endpoints, ENRP (PPID 12) arrives only on
+/// the ENRP endpoint and nothing else does.
+fn ppid_belongs<T>(endpoints: &Endpoints<T>, index: usize, ppid: u32) -> bool {
+    if endpoints.enrp.is_none() {
+        return true;
+    }
+    (ppid == rserpool_wire::PPID_ENRP) == (index == 1)
 }
 
 fn down_reason(r: crate::transport::CloseReason) -> DownReason {
