@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use rserpool_wire::{
-    AsapMessage, DecodeError, Decoded, EnrpMessage, ErrorCause, Message, PPID_ASAP, PPID_ENRP,
-    PrId, Servers,
+    AsapMessage, AsapType, CauseCode, DecodeError, Decoded, EnrpMessage, ErrorCause, Message,
+    PPID_ASAP, PPID_ENRP, ParamType, PeId, PoolHandle, PrId, Servers,
 };
 
 /// The outcome of looking at one inbound SCTP message.
@@ -60,4 +60,57 @@ pub(crate) fn error_reply(
         })),
         _ => None,
     }
+}
+
+/// The answer a registrar owes an ASAP message it could not decode
+/// (RFC 5352 §3.1, RFC 5354 §4): the decoder's report where it has one
+/// (unknown type or parameter); for a known request type that is malformed
+/// further in, a REGISTRATION_RESPONSE with R set (when the pool handle and
+/// PE ID can still be read) or an ASAP_ERROR with Invalid Values. Unknown
+/// types without the report bit, and bytes too short for a header, are
+/// discarded silently.
+pub(crate) fn asap_refusal(data: &Bytes, report: Option<ErrorCause>) -> Option<AsapMessage> {
+    let known = data.len() >= 4 && data.first().and_then(|t| AsapType::from_u8(*t)).is_some();
+    let cause = match report {
+        Some(c) => c,
+        None if known => ErrorCause::new(CauseCode::InvalidValues),
+        None => return None,
+    };
+    if data.first() == Some(&(AsapType::Registration as u8)) {
+        if let Some((pool_handle, pe_id)) = registration_identity(data) {
+            return Some(AsapMessage::RegistrationResponse {
+                rejected: true,
+                pool_handle,
+                pe_id,
+                error: Some(vec![cause]),
+            });
+        }
+    }
+    Some(AsapMessage::Error {
+        causes: vec![cause],
+    })
+}
+
+/// The pool handle and PE ID of a registration that failed to decode
+/// further in, read leniently from the top-level parameters.
+fn registration_identity(data: &Bytes) -> Option<(PoolHandle, PeId)> {
+    let mut at = 4;
+    let (mut handle, mut pe) = (None, None);
+    while at + 4 <= data.len() && (handle.is_none() || pe.is_none()) {
+        let t = u16::from_be_bytes([data[at], data[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+        if len < 4 || at + len > data.len() {
+            break;
+        }
+        let value = data.slice(at + 4..at + len);
+        if t == ParamType::PoolHandle as u16 {
+            handle = PoolHandle::new(Bytes::copy_from_slice(&value)).ok();
+        } else if t == ParamType::PoolElement as u16 && value.len() >= 4 {
+            pe = Some(PeId(u32::from_be_bytes([
+                value[0], value[1], value[2], value[3],
+            ])));
+        }
+        at += (len + 3) & !3;
+    }
+    Some((handle?, pe?))
 }

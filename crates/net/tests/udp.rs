@@ -694,3 +694,78 @@ async fn request_response_needs_two_packets_per_round_trip() {
         "{sent} datagrams for {ROUNDS} round trips"
     );
 }
+
+/// A peer that stops acknowledging (here: its endpoint is gone) cannot make
+/// the sender queue without bound: beyond `max_queued_bytes` messages are
+/// dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_queue_to_a_silent_peer_is_bounded() {
+    let mut srv = server(&["127.0.0.1:0"], cfg());
+    let addrs = srv.local_addrs();
+    let mut c = UdpTransport::bind(
+        EndpointConfig::client(["127.0.0.1:0".parse().unwrap()]).with_transport(TransportConfig {
+            max_queued_bytes: 1 << 20,
+            ..cfg()
+        }),
+        UdpConfig {
+            udp_port: 0,
+            remote_udp_port: srv.local_udp_addrs()[0].port(),
+            ..UdpConfig::default()
+        },
+    )
+    .unwrap();
+    let a = c.connect(&addrs).await.unwrap();
+    assert!(matches!(next(&mut c).await, Event::AssociationUp { .. }));
+    assert!(matches!(next(&mut srv).await, Event::AssociationUp { .. }));
+    drop(srv);
+    let chunk = Bytes::from(vec![0u8; 64 << 10]);
+    for _ in 0..64 {
+        // 4 MiB offered against a 1 MiB queue.
+        let _ = c.send(a, 0, Ppid::ASAP, false, chunk.clone()).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while c.stats().queue_drops == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drops = c.stats().queue_drops;
+    assert!(
+        (40..=64).contains(&drops),
+        "at most 1 MiB of 4 MiB queued: {drops} of 64 messages dropped"
+    );
+}
+
+/// One source address cannot take every association slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn associations_per_source_are_bounded() {
+    let mut srv = server(
+        &["127.0.0.1:0"],
+        TransportConfig {
+            max_associations_per_source: 3,
+            ..cfg()
+        },
+    );
+    let addrs = srv.local_addrs();
+    let mut up = 0;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = client_of(&srv, "127.0.0.1:0", UdpConfig::default());
+        c.connect(&addrs).await.unwrap();
+        if matches!(next(&mut c).await, Event::AssociationUp { .. }) {
+            up += 1;
+        }
+        clients.push(c);
+    }
+    assert_eq!(up, 3);
+    // Another address is still served.
+    let mut other = client_of(&srv, "127.0.0.2:0", UdpConfig::default());
+    other.connect(&addrs).await.unwrap();
+    assert!(matches!(
+        next(&mut other).await,
+        Event::AssociationUp { .. }
+    ));
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(100), srv.next_event()).await
+    {
+        let _ = ev;
+    }
+    assert!(srv.stats().inits_dropped >= 2);
+}

@@ -116,6 +116,9 @@ pub struct ErrorCause {
     pub info: Bytes,
 }
 
+/// Most bytes of an offending message or parameter an error cause echoes.
+pub const MAX_ECHOED: usize = 1024;
+
 impl ErrorCause {
     /// A cause without information.
     pub fn new(code: CauseCode) -> Self {
@@ -129,15 +132,17 @@ impl ErrorCause {
     pub fn unrecognized_parameter(tlv: Bytes) -> Self {
         Self {
             code: CauseCode::UnrecognizedParameter,
-            info: tlv,
+            info: tlv.slice(..tlv.len().min(MAX_ECHOED)),
         }
     }
 
-    /// Unrecognized Message, carrying the message.
+    /// Unrecognized Message, carrying the message (its first
+    /// [`MAX_ECHOED`] bytes: an echo must fit a message, and must not let a
+    /// sender amplify its traffic).
     pub fn unrecognized_message(message: Bytes) -> Self {
         Self {
             code: CauseCode::UnrecognizedMessage,
-            info: message,
+            info: message.slice(..message.len().min(MAX_ECHOED)),
         }
     }
 

@@ -41,7 +41,7 @@ mod server_info;
 mod transport;
 
 pub use asap::{AsapMessage, AsapType};
-pub use cause::{CauseCode, ErrorCause};
+pub use cause::{CauseCode, ErrorCause, MAX_ECHOED};
 pub use checksum::PeChecksum;
 pub use enrp::{EnrpMessage, EnrpType, PoolEntry, Servers, UpdateAction};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};

@@ -300,13 +300,17 @@ impl Machine for Registrar {
                     assoc: Some(assoc),
                     error: error.to_string(),
                 });
-                if let Some(cause) = reply {
-                    if let Some(m) = inbound::error_reply(ppid, Some(self.id), vec![cause]) {
-                        self.send(Transmit::Send {
-                            to: Destination::Association(assoc),
-                            message: m,
-                        });
-                    }
+                let answer = if ppid == rserpool_wire::PPID_ASAP {
+                    // PEs and PUs are owed an answer to every request.
+                    inbound::asap_refusal(&data, reply).map(Message::Asap)
+                } else {
+                    reply.and_then(|c| inbound::error_reply(ppid, Some(self.id), vec![c]))
+                };
+                if let Some(m) = answer {
+                    self.send(Transmit::Send {
+                        to: Destination::Association(assoc),
+                        message: m,
+                    });
                 }
             }
             Inbound::ForeignPpid(p) => {

@@ -1080,3 +1080,54 @@ fn per_association_limits_hold() {
     assert_eq!(r.stats().refused.resolution_rate, 15);
     assert_eq!(r.stats().refused.association_full, 1);
 }
+
+#[test]
+fn malformed_requests_are_answered() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    // A registration whose Pool Element is cut short after the PE ID.
+    let handle = b"EchoPool";
+    let mut m = vec![0x01, 0, 0, 0];
+    m.extend_from_slice(&[0x00, 0x09, 0, 4 + handle.len() as u8]);
+    m.extend_from_slice(handle);
+    m.extend_from_slice(&[0x00, 0x0A, 0, 12, 0, 0, 0, 0x42, 0, 0, 0, 0]);
+    let len = m.len() as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    r.handle_data(t(0), PE_ASSOC, 11, Bytes::from(m));
+    let out = drain(&mut r);
+    let [
+        (
+            _,
+            AsapMessage::RegistrationResponse {
+                rejected: true,
+                pe_id,
+                pool_handle,
+                ..
+            },
+        ),
+    ] = asap_sent(&out)[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*pe_id, pool_handle), (PeId(0x42), &pool()));
+    // A handle resolution with a handle beyond the 256-byte limit.
+    let mut m = vec![0x05, 0, 0, 0, 0x00, 0x09, 0x01, 0x30];
+    m.extend_from_slice(&[b'x'; 300]);
+    let len = m.len() as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    r.handle_data(t(1), PE_ASSOC, 11, Bytes::from(m));
+    let out = drain(&mut r);
+    assert!(
+        matches!(asap_sent(&out)[..], [(_, AsapMessage::Error { .. })]),
+        "{out:?}"
+    );
+    // An unknown type (report bit set) too large to echo whole.
+    let mut m = vec![0x70, 0, 0xFF, 0xFC];
+    m.resize(0xFFFC, 0);
+    r.handle_data(t(2), PE_ASSOC, 11, Bytes::from(m));
+    let out = drain(&mut r);
+    let [(_, AsapMessage::Error { causes })] = asap_sent(&out)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(causes[0].info.len(), rserpool_wire::MAX_ECHOED);
+}

@@ -233,6 +233,14 @@ pub struct TransportConfig {
     /// backend keeps state for them (the UDP backend keeps none for
     /// handshakes started by peers: stateless cookies). Default 1,024.
     pub max_pending_handshakes: usize,
+    /// Most associations peers at one IP address may start with this
+    /// endpoint (where the backend sees them; the UDP backend does).
+    /// Default 1,000.
+    pub max_associations_per_source: usize,
+    /// Most bytes queued for sending on one association (unacknowledged or
+    /// not yet sent); beyond, messages are dropped and counted (UDP
+    /// backend; the kernel bounds its own send buffer). Default 4 MiB.
+    pub max_queued_bytes: usize,
 }
 
 impl TransportConfig {
@@ -261,8 +269,16 @@ impl TransportConfig {
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout must be positive");
         }
-        if self.max_associations == 0 || self.max_pending_handshakes == 0 {
-            return bad("max_associations and max_pending_handshakes must be at least 1");
+        if self.max_associations == 0
+            || self.max_pending_handshakes == 0
+            || self.max_associations_per_source == 0
+        {
+            return bad(
+                "max_associations, max_pending_handshakes and max_associations_per_source must be at least 1",
+            );
+        }
+        if self.max_queued_bytes < self.max_message_size {
+            return bad("max_queued_bytes must hold at least one message of max_message_size");
         }
         Ok(())
     }
@@ -281,6 +297,8 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(5),
             max_associations: 10_000,
             max_pending_handshakes: 1_024,
+            max_associations_per_source: 1_000,
+            max_queued_bytes: 4 << 20,
         }
     }
 }

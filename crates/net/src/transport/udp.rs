@@ -154,6 +154,9 @@ pub struct UdpStats {
     pub handshake_timeouts: u64,
     /// Send errors other than a full buffer.
     pub send_errors: u64,
+    /// Messages dropped because the association's send queue was full
+    /// (`TransportConfig::max_queued_bytes`).
+    pub queue_drops: u64,
     /// Associations that exist now (any state, including handshakes).
     pub associations: u64,
 }
@@ -171,6 +174,7 @@ struct Counters {
     inits_dropped: AtomicU64,
     handshake_timeouts: AtomicU64,
     send_errors: AtomicU64,
+    queue_drops: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -192,6 +196,7 @@ impl Counters {
             inits_dropped: g(&self.inits_dropped),
             handshake_timeouts: g(&self.handshake_timeouts),
             send_errors: g(&self.send_errors),
+            queue_drops: g(&self.queue_drops),
             associations: live as u64,
         }
     }
@@ -601,6 +606,9 @@ struct Driver {
     events: mpsc::UnboundedSender<Event>,
     /// Local SCTP ports of our outgoing associations (port -> count).
     used_ports: HashMap<u16, usize>,
+    /// Associations peers started, by the peer's IP (so that one host
+    /// cannot take every association slot).
+    per_source: HashMap<IpAddr, usize>,
     conns: HashMap<AssociationId, Conn>,
     routes: HashMap<Key, AssociationId>,
     timers: BinaryHeap<Reverse<(Instant, AssociationId)>>,
@@ -715,6 +723,7 @@ impl Driver {
             commands,
             events,
             used_ports: HashMap::new(),
+            per_source: HashMap::new(),
             conns: HashMap::new(),
             routes: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -1030,6 +1039,14 @@ impl Driver {
         let Ok(mut st) = c.assoc.stream(stream) else {
             return;
         };
+        // A peer that does not drain (small window, no SACKs) must not grow
+        // this process without bound: beyond the limit, messages are dropped
+        // and counted, as a full socket buffer would refuse them.
+        if st.buffered_amount().unwrap_or(0) + data.len() > self.config.max_queued_bytes {
+            inc(&self.shared.counters.queue_drops);
+            debug!(%id, stream, "send queue full: message dropped");
+            return;
+        }
         if was_unordered != unordered {
             if let Err(e) = st.set_reliability_params(unordered, ReliabilityType::Reliable, 0) {
                 debug!(%id, stream, %e, "stream parameters");
@@ -1166,6 +1183,7 @@ impl Driver {
             return;
         }
         if self.shared.live.load(Ordering::Relaxed) >= self.config.max_associations
+            || self.source_full(from.ip())
             || !self.init_acks.allow(now, self.udp.init_acks_per_sec)
         {
             inc(&self.shared.counters.inits_dropped);
@@ -1204,7 +1222,9 @@ impl Driver {
         now: Instant,
     ) {
         let counters = &self.shared.counters;
-        if self.shared.live.load(Ordering::Relaxed) >= self.config.max_associations {
+        if self.shared.live.load(Ordering::Relaxed) >= self.config.max_associations
+            || self.source_full(from.ip())
+        {
             inc(&counters.inits_dropped);
             debug!(%from, "COOKIE-ECHO dropped: association limit reached");
             return;
@@ -1260,9 +1280,15 @@ impl Driver {
             },
         );
         self.routes.insert(key, id);
+        *self.per_source.entry(from.ip()).or_insert(0) += 1;
         self.shared.live.fetch_add(1, Ordering::Relaxed);
         self.mark_dirty(id);
         self.process_events(id);
+    }
+
+    /// Whether peers at `ip` hold as many associations as one source may.
+    fn source_full(&self, ip: IpAddr) -> bool {
+        self.per_source.get(&ip).copied().unwrap_or(0) >= self.config.max_associations_per_source
     }
 
     fn reply_ootb(&mut self, sock: usize, to: SocketAddr, pkt: Bytes, now: Instant) {
@@ -1367,6 +1393,14 @@ impl Driver {
             return;
         };
         self.shared.live.fetch_sub(1, Ordering::Relaxed);
+        if c.side == Side::Server
+            && let Some(n) = self.per_source.get_mut(&c.key.0)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&c.key.0);
+            }
+        }
         if c.side == Side::Client
             && let Some(n) = self.used_ports.get_mut(&c.key.2)
         {
