@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes the ASAP and ENRP decoders of crates/wire with cargo-fuzz (libFuzzer).
+# Fuzzes the ASAP and ENRP decoders of crates/wire, and the registrar machine
+# of crates/core, with cargo-fuzz (libFuzzer).
 #
-#   scripts/fuzz.sh [asap|enrp|all] [seconds per target]     (defaults: all, 60)
+#   scripts/fuzz.sh [asap|enrp|registrar|all] [seconds per target]  (defaults: all, 60)
 #
 # Works on the stable toolchain: cargo-fuzz passes nightly -Z flags to rustc,
 # which stable accepts with RUSTC_BOOTSTRAP=1. Installs cargo-fuzz if missing.
@@ -20,9 +21,9 @@ cd "$(dirname "$0")/../crates/wire"
 target=${1:-all}
 seconds=${2:-60}
 case $target in
-  all) targets=(asap enrp) ;;
-  asap | enrp) targets=("$target") ;;
-  *) echo "usage: $0 [asap|enrp|all] [seconds]" >&2; exit 2 ;;
+  all) targets=(asap enrp registrar) ;;
+  asap | enrp | registrar) targets=("$target") ;;
+  *) echo "usage: $0 [asap|enrp|registrar|all] [seconds]" >&2; exit 2 ;;
 esac
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "seconds must be a whole number" >&2; exit 2; }
 

@@ -14,6 +14,8 @@
 //! simulator.
 
 mod asap_client;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod io;
 mod life;
