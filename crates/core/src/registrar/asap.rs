@@ -230,9 +230,9 @@ impl Registrar {
     }
 
     /// RFC 5352 §3.5 with RFC 5355 §2.13's caution: probe the PE at once;
-    /// count reports from distinct associations only, so that one reporter
-    /// can at most make the registrar probe; remove beyond
-    /// MAX-BAD-PE-REPORT independent reports.
+    /// count reports from distinct hosts only, so that one reporter (however
+    /// many associations it opens) can at most make the registrar probe;
+    /// remove beyond MAX-BAD-PE-REPORT independent reports.
     fn endpoint_unreachable(
         &mut self,
         now: Instant,
@@ -246,11 +246,21 @@ impl Registrar {
         if self.reporters.len() >= super::MAX_REPORTED_PES && !self.reporters.contains_key(&entry) {
             self.reporters.clear();
         }
+        // Evidence is independent per host: associations of one source
+        // address count once.
+        let Some(source) = self
+            .associations
+            .get(&assoc)
+            .and_then(|a| a.peer.first())
+            .map(SocketAddr::ip)
+        else {
+            return;
+        };
         let reporters = self.reporters.entry(entry).or_default();
-        let count = if reporters.contains(&assoc) {
+        let count = if reporters.contains(&source) {
             self.space.unreachable_reports(entry)
         } else {
-            reporters.push(assoc);
+            reporters.push(source);
             self.space.report_unreachable(entry)
         };
         if count > self.cfg.max_bad_pe_reports {

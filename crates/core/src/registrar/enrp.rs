@@ -478,6 +478,22 @@ impl Registrar {
                 if let Some(s) = self.syncs.get_mut(&peer) {
                     s.unconfirmed.remove(&key);
                 }
+                let recorded = self
+                    .space
+                    .find(&entry.pool_handle, pe.id)
+                    .and_then(|e| self.space.home_of(e));
+                match recorded {
+                    // A page is a snapshot that may predate the PE's move to
+                    // the home we recorded (whose HANDLE_UPDATE came first
+                    // hand): arrival order must not decide. We own it: our
+                    // own word stands. Another peer: ask it.
+                    Some(h) if h == self.id => continue,
+                    Some(h) if Some(h) != pe.home_registrar => {
+                        self.contest(now, h, key, pe);
+                        continue;
+                    }
+                    _ => {}
+                }
                 self.import(now, &entry.pool_handle, pe);
             }
         }
@@ -488,7 +504,28 @@ impl Registrar {
         let Some(sync) = self.syncs.remove(&peer) else {
             return;
         };
+        // Claims against this peer's ownership are settled: where it still
+        // owns the PE, it wins; where it no longer does, the claim is the
+        // best word there is.
+        let claims: Vec<PeKey> = self
+            .contested
+            .iter()
+            .filter(|(_, (incumbent, _))| *incumbent == peer)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut claimed = HashSet::new();
+        for key in claims {
+            if let Some((_, claim)) = self.contested.remove(&key) {
+                if sync.unconfirmed.contains(&key) {
+                    claimed.insert(key.clone());
+                    self.import(now, &key.0, claim);
+                }
+            }
+        }
         for (pool, pe) in sync.unconfirmed {
+            if claimed.contains(&(pool.clone(), pe)) {
+                continue;
+            }
             if let Some(entry) = self.space.find(&pool, pe) {
                 if self.space.home_of(entry) == Some(peer) {
                     self.remove_pe(entry, RemovalReason::Resynchronised);
@@ -503,13 +540,35 @@ impl Registrar {
         }
     }
 
+    /// A second-hand claim that `key` is homed elsewhere than at `recorded`:
+    /// held, and `recorded` is asked for the PEs it owns.
+    fn contest(&mut self, now: Instant, recorded: PrId, key: PeKey, claim: PoolElement) {
+        if self.contested.len() >= super::MAX_CONTESTED && !self.contested.contains_key(&key) {
+            return;
+        }
+        self.contested.insert(key, (recorded, claim));
+        self.resync(now, recorded);
+    }
+
     /// RFC 5353 §3.6: a peer's announced checksum disagrees with ours for its
     /// PEs: mark them, download what it owns, drop what it did not confirm.
     fn audit(&mut self, now: Instant, peer: PrId, announced: u16) {
+        if self.space.checksum(peer) == announced {
+            return;
+        }
+        self.resync(now, peer);
+    }
+
+    /// Downloads what `peer` owns (unless a download from it is running).
+    fn resync(&mut self, now: Instant, peer: PrId) {
         if self.phase != Phase::Ready || self.syncs.contains_key(&peer) {
             return;
         }
-        if self.space.checksum(peer) == announced {
+        if self
+            .peers
+            .get(peer)
+            .is_none_or(|p| p.status == PeerStatus::Dead)
+        {
             return;
         }
         self.out.event(RegistrarEvent::ResyncStarted(peer));
@@ -862,6 +921,7 @@ impl Registrar {
     fn drop_peer(&mut self, id: PrId) {
         self.peers.remove(id);
         self.syncs.remove(&id);
+        self.contested.retain(|_, (incumbent, _)| *incumbent != id);
         self.table_sessions.remove(&id);
         for t in [
             Timer::PeerSilent(id),

@@ -117,9 +117,9 @@ pub struct Registrar {
     associations: Associations,
     /// Who may speak ENRP.
     admission: admission::Admission,
-    /// Reporters of ENDPOINT_UNREACHABLE per reported PE, until the PE shows
-    /// life or leaves (transient, bounded: [`MAX_REPORTED_PES`]).
-    reporters: HashMap<rserpool_handlespace::EntryId, Vec<AssocId>>,
+    /// Hosts that reported a PE unreachable, until the PE shows life or
+    /// leaves (transient, bounded: [`MAX_REPORTED_PES`]).
+    reporters: HashMap<rserpool_handlespace::EntryId, Vec<std::net::IpAddr>>,
     /// When a refusal from a source address was last logged.
     refusal_log: HashMap<std::net::IpAddr, Instant>,
     /// Takeovers this registrar initiated, by target.
@@ -128,6 +128,10 @@ pub struct Registrar {
     table_sessions: HashMap<PrId, (bool, Option<PeKey>)>,
     /// Incoming handle table downloads, by peer.
     syncs: HashMap<PrId, Sync>,
+    /// Second-hand claims (from a table page) that a PE is homed elsewhere
+    /// than where this registrar records it, held until the recorded home
+    /// confirms or denies it: PE -> (recorded home, the claimed element).
+    contested: HashMap<PeKey, (PrId, rserpool_wire::PoolElement)>,
 }
 
 impl Registrar {
@@ -167,6 +171,7 @@ impl Registrar {
             takeovers: BTreeMap::new(),
             table_sessions: HashMap::new(),
             syncs: HashMap::new(),
+            contested: HashMap::new(),
         };
         r.start(now);
         Ok(r)
@@ -441,6 +446,10 @@ type Associations = HashMap<AssocId, association::Association, foldhash::fast::R
 /// Most PEs with unreachability reports pending; beyond, the oldest
 /// evidence is forgotten (reports start over).
 const MAX_REPORTED_PES: usize = 65_536;
+
+/// Most contested ownership claims held at once (beyond, the recorded home
+/// simply stays until the next audit).
+const MAX_CONTESTED: usize = 65_536;
 
 /// Refusals from one source address are logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);

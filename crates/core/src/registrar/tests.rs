@@ -4,8 +4,8 @@
 use super::*;
 use crate::io::DownReason;
 use rserpool_wire::{
-    AsapMessage, CauseCode, EnrpMessage, Policy, PoolElement, Protocol, RegistrationLife, Servers,
-    TransportAddress, TransportUse, UpdateAction, UserTransport,
+    AsapMessage, CauseCode, EnrpMessage, Policy, PoolElement, PoolEntry, Protocol,
+    RegistrationLife, Servers, TransportAddress, TransportUse, UpdateAction, UserTransport,
 };
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -1130,4 +1130,107 @@ fn malformed_requests_are_answered() {
         panic!("{out:?}")
     };
     assert_eq!(causes[0].info.len(), rserpool_wire::MAX_ECHOED);
+}
+
+/// Issue 11 (1): a table page is a snapshot. A page from 200 that still
+/// lists PE 7 as its own, arriving after 300's first-hand ADD_PE for it,
+/// must not override 300; 300 is asked, and only its denial lets the claim
+/// through.
+#[test]
+fn stale_table_page_does_not_override_a_newer_registration() {
+    for incumbent_confirms in [true, false] {
+        let mut r = registrar(RegistrarConfig::default());
+        with_peer(&mut r, t(0));
+        up(&mut r, AssocId(3), "10.0.0.3:9901".parse().unwrap());
+        feed(&mut r, t(0), AssocId(3), presence_from(300));
+        feed(&mut r, t(1), AssocId(3), add_pe(300, 300, false, 7));
+        drain(&mut r);
+        // 200 announces a checksum that disagrees: resynchronise with it.
+        feed(
+            &mut r,
+            t(2),
+            PEER_ASSOC,
+            Message::Enrp(EnrpMessage::Presence {
+                servers: Servers {
+                    sender: pr(200),
+                    receiver: None,
+                },
+                reply_required: false,
+                checksum: Some(0x1234),
+                server_info: None,
+            }),
+        );
+        drain(&mut r);
+        let page = |sender: u32, with_pe: bool| {
+            let mut pe = element(7, 7, Policy::RoundRobin);
+            pe.home_registrar = Some(pr(sender));
+            Message::Enrp(EnrpMessage::HandleTableResponse {
+                servers: Servers {
+                    sender: pr(sender),
+                    receiver: Some(pr(100)),
+                },
+                rejected: false,
+                more_to_send: false,
+                pools: if with_pe {
+                    vec![PoolEntry {
+                        pool_handle: pool(),
+                        pool_elements: vec![pe],
+                    }]
+                } else {
+                    Vec::new()
+                },
+            })
+        };
+        feed(&mut r, t(3), PEER_ASSOC, page(200, true));
+        let out = drain(&mut r);
+        assert_eq!(
+            r.handlespace().get(&pool(), PeId(7)).unwrap().owner(),
+            Some(pr(300)),
+            "the stale page did not override"
+        );
+        assert!(
+            out.iter().any(|t| matches!(
+                t,
+                Transmit::Send {
+                    to: Destination::Association(AssocId(3)),
+                    message: Message::Enrp(EnrpMessage::HandleTableRequest {
+                        own_children_only: true,
+                        ..
+                    }),
+                }
+            )),
+            "the recorded home is asked: {out:?}"
+        );
+        feed(&mut r, t(4), AssocId(3), page(300, incumbent_confirms));
+        let owner = r.handlespace().get(&pool(), PeId(7)).map(|e| e.owner());
+        let expected = if incumbent_confirms { pr(300) } else { pr(200) };
+        assert_eq!(
+            owner,
+            Some(Some(expected)),
+            "incumbent confirms: {incumbent_confirms}"
+        );
+    }
+}
+
+#[test]
+fn unreachable_reports_from_one_host_count_once() {
+    let mut r = registrar(RegistrarConfig {
+        max_bad_pe_reports: 2,
+        ..RegistrarConfig::default()
+    });
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    let eu = Message::Asap(AsapMessage::EndpointUnreachable {
+        pool_handle: pool(),
+        pe_id: PeId(1),
+    });
+    // Five associations from one host (other ports).
+    for a in 20..25u64 {
+        let port = SocketAddr::new(pe_addr(66).ip(), 7000 + a as u16);
+        up(&mut r, AssocId(a), port);
+        feed(&mut r, t(a), AssocId(a), eu.clone());
+    }
+    assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
+    let entry = r.handlespace().lookup(&pool(), PeId(1)).unwrap();
+    assert_eq!(r.handlespace().unreachable_reports(entry), 1);
 }
