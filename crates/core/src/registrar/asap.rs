@@ -141,8 +141,10 @@ impl Registrar {
         let from = outcome.previous_owner.filter(|h| *h != self.id);
         if from.is_some() {
             self.stats.ownership_gained += 1;
+            self.balancer.arrived(now, entry);
+        } else {
+            self.balancer.settle(entry);
         }
-        self.balancer.settle(entry);
         self.space.bind_association(entry, assoc.0);
         self.space.heard_from(entry);
         self.reporters.remove(&entry);
@@ -191,7 +193,7 @@ impl Registrar {
     /// Removes a PE (with its deadlines and custody); if this registrar
     /// owned it (or learnt of the removal first-hand), announces DEL_PE.
     pub(super) fn remove_pe(&mut self, entry: EntryId, reason: RemovalReason) {
-        self.balancer.settle(entry);
+        self.balancer.forget(entry);
         self.reporters.remove(&entry);
         let Some(removed) = self.space.remove_entry(entry) else {
             return;

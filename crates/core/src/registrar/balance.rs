@@ -121,6 +121,8 @@ pub enum Withheld {
     RateLimited,
     /// A suggestion for this PE is already in flight.
     InFlight,
+    /// The PE moved here by a suggestion a moment ago.
+    Cooldown,
 }
 
 /// State of the suggestion logic of one registrar.
@@ -139,13 +141,18 @@ pub struct Balancer {
     outgoing_to: BTreeMap<PrId, usize>,
     /// Suggestions accepted and not yet completed by a registration: PE -> expiry.
     incoming: Map<EntryId, Instant>,
+    /// PEs that arrived by an accepted suggestion: PE -> end of its cooldown.
+    cooling: Map<EntryId, Instant>,
+    cooldown: Duration,
     /// No move expires before this.
     next_expiry: Instant,
 }
 
 impl Balancer {
-    /// A balancer; a move not completed within `grace` is forgotten.
-    pub fn new(policy: BalancePolicy, grace: Duration, now: Instant) -> Self {
+    /// A balancer; a move not completed within `grace` is forgotten, and a
+    /// PE that arrived by a suggestion is not suggested onwards for
+    /// `cooldown`.
+    pub fn new(policy: BalancePolicy, grace: Duration, cooldown: Duration, now: Instant) -> Self {
         let tokens = match &policy {
             BalancePolicy::Balanced(c) => c.burst,
             _ => 0.0,
@@ -158,6 +165,8 @@ impl Balancer {
             outgoing: Map::default(),
             outgoing_to: BTreeMap::new(),
             incoming: Map::default(),
+            cooling: Map::default(),
+            cooldown,
             next_expiry: Instant::ZERO,
         }
     }
@@ -187,13 +196,15 @@ impl Balancer {
             }
             keep
         });
-        self.incoming.retain(|_, until| {
-            let keep = *until > now;
-            if keep {
-                earliest(*until);
-            }
-            keep
-        });
+        for map in [&mut self.incoming, &mut self.cooling] {
+            map.retain(|_, until| {
+                let keep = *until > now;
+                if keep {
+                    earliest(*until);
+                }
+                keep
+            });
+        }
         self.next_expiry = next.unwrap_or(now + self.grace);
     }
 
@@ -204,12 +215,34 @@ impl Balancer {
             .is_some_and(|(_, until)| *until > now)
     }
 
-    /// Forgets a PE's pending moves (it moved, or it is gone).
+    /// Forgets a PE's pending moves (it re-registered or moved away).
     pub fn settle(&mut self, pe: EntryId) {
         if let Some((target, _)) = self.outgoing.remove(&pe) {
             release(&mut self.outgoing_to, target);
         }
         self.incoming.remove(&pe);
+    }
+
+    /// Forgets everything about a PE that left the handlespace (its entry
+    /// may be reused).
+    pub fn forget(&mut self, pe: EntryId) {
+        self.settle(pe);
+        self.cooling.remove(&pe);
+    }
+
+    /// A PE registered here from another home: if that was a suggested move
+    /// this registrar accepted, the PE cools down before it may be suggested
+    /// onwards (two registrars with different views must not bounce it).
+    pub fn arrived(&mut self, now: Instant, pe: EntryId) {
+        let suggested = self.incoming.remove(&pe).is_some();
+        if let Some((target, _)) = self.outgoing.remove(&pe) {
+            release(&mut self.outgoing_to, target);
+        }
+        if suggested && !self.cooldown.is_zero() {
+            let until = now + self.cooldown;
+            self.cooling.insert(pe, until);
+            self.next_expiry = self.next_expiry.min(until);
+        }
     }
 
     /// Accepted moves whose registration has not arrived yet.
@@ -247,6 +280,9 @@ impl Balancer {
         };
         if self.outgoing.contains_key(&entry) {
             return Err(Withheld::InFlight);
+        }
+        if self.cooling.get(&entry).is_some_and(|until| *until > now) {
+            return Err(Withheld::Cooldown);
         }
         let shares = FairShares::new(cfg, view);
         let own_fair = shares.fair(view.own);
@@ -450,7 +486,12 @@ mod tests {
 
     #[test]
     fn balanced_hands_over_only_the_excess() {
-        let mut b = Balancer::new(BalancePolicy::default(), Duration::from_secs(30), t(0));
+        let mut b = Balancer::new(
+            BalancePolicy::default(),
+            Duration::from_secs(30),
+            Duration::ZERO,
+            t(0),
+        );
         let mut view = OwnershipView {
             own: pr(1),
             own_count: 300,
@@ -488,6 +529,7 @@ mod tests {
                 ..BalancedConfig::default()
             }),
             Duration::from_secs(30),
+            Duration::ZERO,
             t(0),
         );
         let view = OwnershipView {
@@ -514,7 +556,12 @@ mod tests {
             burst: 2.0,
             ..BalancedConfig::default()
         };
-        let mut b = Balancer::new(BalancePolicy::Balanced(cfg), Duration::from_secs(30), t(0));
+        let mut b = Balancer::new(
+            BalancePolicy::Balanced(cfg),
+            Duration::from_secs(30),
+            Duration::ZERO,
+            t(0),
+        );
         let view = OwnershipView {
             own: pr(1),
             own_count: 100,
@@ -536,7 +583,12 @@ mod tests {
             own_count: 52,
             peers: vec![(pr(2), 48)],
         };
-        let mut b = Balancer::new(BalancePolicy::default(), Duration::from_secs(30), t(0));
+        let mut b = Balancer::new(
+            BalancePolicy::default(),
+            Duration::from_secs(30),
+            Duration::ZERO,
+            t(0),
+        );
         assert_eq!(
             b.suggest(t(0), e(1), PeId(1), &near),
             Err(Withheld::Balanced)
@@ -545,7 +597,12 @@ mod tests {
 
     #[test]
     fn admission_caps_at_fair_share_and_capacity() {
-        let mut b = Balancer::new(BalancePolicy::default(), Duration::from_secs(30), t(0));
+        let mut b = Balancer::new(
+            BalancePolicy::default(),
+            Duration::from_secs(30),
+            Duration::ZERO,
+            t(0),
+        );
         let view = OwnershipView {
             own: pr(3),
             own_count: 0,
@@ -559,7 +616,12 @@ mod tests {
         }
         // Fair share 100, 5 % tolerance.
         assert_eq!(admitted, 105);
-        let mut b = Balancer::new(BalancePolicy::Off, Duration::from_secs(30), t(0));
+        let mut b = Balancer::new(
+            BalancePolicy::Off,
+            Duration::from_secs(30),
+            Duration::ZERO,
+            t(0),
+        );
         assert!(b.admit(t(0), e(1), &view, Some(1)).is_ok());
         assert_eq!(
             b.admit(t(0), e(2), &view, Some(1)),

@@ -84,6 +84,17 @@ pub struct RegistrarConfig {
     pub move_grace: Duration,
     /// Most PEs in the handlespace (registrations beyond get Lack of Resources).
     pub max_pool_elements: usize,
+    /// How long a peer must be reachable before it counts for balancing
+    /// (suggestions to it, and its fair share).
+    pub peer_settle_time: Duration,
+    /// The settle time of a flapping peer doubles at each flap up to this.
+    pub peer_settle_time_max: Duration,
+    /// A peer that drops off after being reachable for less than this is
+    /// flapping.
+    pub peer_stable_time: Duration,
+    /// A PE that moved here by an accepted suggestion is not suggested
+    /// onwards for this long.
+    pub move_cooldown: Duration,
     /// Which registrars may speak ENRP to this one (RFC 5355 trust model).
     pub peer_scope: PeerScope,
     /// Most registrars in the peer table; ENRP from further server IDs is
@@ -137,6 +148,10 @@ impl Default for RegistrarConfig {
             max_owned: None,
             move_grace: Duration::from_secs(15),
             max_pool_elements: 10_000_000,
+            peer_settle_time: Duration::from_secs(10),
+            peer_settle_time_max: Duration::from_secs(600),
+            peer_stable_time: Duration::from_secs(120),
+            move_cooldown: Duration::from_secs(120),
             peer_scope: PeerScope::Configured,
             max_peers: 64,
             max_pes_per_association: 1_000,

@@ -136,7 +136,7 @@ impl Registrar {
             .peers
             .get(id)
             .is_some_and(|p| p.status == PeerStatus::Dead);
-        let new = self.peers.heard(now, id, assoc, &fallback);
+        let new = self.peers.heard(now, id, assoc, &fallback, self.damping());
         self.timers.cancel(&Timer::PeerNoResponse(id));
         self.timers
             .set(Timer::PeerSilent(id), now + self.cfg.max_time_last_heard);
@@ -181,7 +181,7 @@ impl Registrar {
             } => super::asap::socket_addrs(&info.transport),
             _ => vec![from],
         };
-        self.peers.heard(now, sender, None, &addrs);
+        self.peers.heard(now, sender, None, &addrs, self.damping());
         if let EnrpMessage::Presence {
             server_info: Some(info),
             ..
@@ -270,7 +270,8 @@ impl Registrar {
                     let addrs = super::asap::socket_addrs(&info.transport);
                     // An admitted peer vouches for the registrars it lists.
                     self.admission.introduce(&addrs);
-                    self.peers.heard(now, info.server_id, None, &addrs);
+                    self.peers
+                        .heard(now, info.server_id, None, &addrs, self.damping());
                     self.timers.set(
                         Timer::PeerSilent(info.server_id),
                         now + self.cfg.max_time_last_heard,
@@ -607,7 +608,7 @@ impl Registrar {
         self.space.set_deadline(entry, TimerKind::KeepAlive, None);
         self.space.set_awaiting_ack(entry, false);
         self.space.unbind_association(entry);
-        self.balancer.settle(entry);
+        self.balancer.forget(entry);
         self.stats.ownership_lost += 1;
         if let (Some(to), Some((pool, pe))) = (to, self.space.key_of(entry)) {
             self.out
@@ -681,7 +682,7 @@ impl Registrar {
                     Err(DeclineReason::NotHome)
                 }
                 _ => {
-                    let view = self.ownership_view();
+                    let view = self.ownership_view(now);
                     self.balancer.admit(now, entry, &view, self.cfg.max_owned)
                 }
             }
@@ -741,7 +742,7 @@ impl Registrar {
         let Some(mut suggestion) = suggestion else {
             return;
         };
-        let view = self.ownership_view();
+        let view = self.ownership_view(now);
         match self.balancer.suggest(now, entry, pe_id, &view) {
             Ok(target) => {
                 self.stats.suggestions_sent += 1;
@@ -781,6 +782,8 @@ impl Registrar {
             return;
         }
         p.status = PeerStatus::Probing { since: now };
+        let damping = self.damping();
+        self.peers.lost(now, id, damping);
         if let Some(to) = self.to_peer(id) {
             self.send_presence(to, Some(id), true);
         }
@@ -798,6 +801,8 @@ impl Registrar {
             return;
         }
         p.status = PeerStatus::Dead;
+        let damping = self.damping();
+        self.peers.lost(now, id, damping);
         self.out.event(RegistrarEvent::PeerDown(id));
         if self.space.owned_count(id) == 0 {
             self.drop_peer(id);

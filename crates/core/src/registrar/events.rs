@@ -256,6 +256,8 @@ pub struct WithheldCounts {
     pub rate_limited: u64,
     /// A suggestion for the PE was already in flight.
     pub in_flight: u64,
+    /// The PE had just arrived by a suggestion.
+    pub cooldown: u64,
 }
 
 /// Counters of a registrar.
@@ -301,6 +303,7 @@ impl RegistrarStats {
             Withheld::NoTarget => &mut c.no_target,
             Withheld::RateLimited => &mut c.rate_limited,
             Withheld::InFlight => &mut c.in_flight,
+            Withheld::Cooldown => &mut c.cooldown,
         } += 1;
     }
 }

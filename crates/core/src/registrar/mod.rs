@@ -147,7 +147,7 @@ impl Registrar {
                 }
             },
         };
-        let balancer = Balancer::new(cfg.balance.clone(), cfg.move_grace, now);
+        let balancer = Balancer::new(cfg.balance.clone(), cfg.move_grace, cfg.move_cooldown, now);
         let admission = admission::Admission::new(&cfg.peer_scope, &cfg.enrp_addresses, &cfg.peers);
         let mut r = Self {
             space: Space::new(
@@ -259,17 +259,32 @@ impl Registrar {
         self.out.send(t);
     }
 
-    /// The ownership picture for balance decisions: this registrar and its live peers.
-    fn ownership_view(&self) -> OwnershipView {
+    /// The ownership picture for balance decisions: this registrar and the
+    /// peers that are alive, reachable over an association that is up, have
+    /// been so for their settle time, and are not being taken over.
+    fn ownership_view(&self, now: Instant) -> OwnershipView {
         OwnershipView {
             own: self.id,
             own_count: self.space.owned_count(self.id),
             peers: self
                 .peers
                 .iter()
-                .filter(|p| p.status == PeerStatus::Alive && !self.takeovers.contains_key(&p.id))
+                .filter(|p| {
+                    p.status == PeerStatus::Alive
+                        && p.assoc.is_some_and(|a| self.associations.contains_key(&a))
+                        && p.settled(now)
+                        && !self.takeovers.contains_key(&p.id)
+                })
                 .map(|p| (p.id, self.space.owned_count(p.id)))
                 .collect(),
+        }
+    }
+
+    fn damping(&self) -> peers::Damping {
+        peers::Damping {
+            base: self.cfg.peer_settle_time,
+            max: self.cfg.peer_settle_time_max,
+            stable: self.cfg.peer_stable_time,
         }
     }
 }
@@ -338,7 +353,8 @@ impl Machine for Registrar {
             }
             AssociationEvent::Down { assoc, reason } => {
                 self.associations.remove(&assoc);
-                self.peers.association_down(assoc);
+                let damping = self.damping();
+                self.peers.association_down(now, assoc, damping);
                 self.pe_association_down(now, assoc, reason);
             }
         }

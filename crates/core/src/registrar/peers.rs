@@ -6,6 +6,7 @@ use crate::time::Instant;
 use rserpool_wire::{PrId, ServerInformation};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// What this registrar believes about one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,49 @@ pub struct Peer {
     pub status: PeerStatus,
     /// The PE checksum it last announced for the PEs it owns.
     pub announced_checksum: Option<u16>,
+    /// Since when it has been reachable (heard over an association that is
+    /// up); `None` while its association is down.
+    pub reachable_since: Option<Instant>,
+    /// How long it must stay reachable before it counts for balancing: the
+    /// base settle time, doubled each time it dropped off soon after coming
+    /// back (route-flap damping, as RFC 2439 does for BGP).
+    pub settle: Duration,
+    /// It has dropped off before (so a short reachable period is a flap).
+    pub dropped_before: bool,
+}
+
+impl Peer {
+    /// Whether it has been reachable long enough to count for balancing.
+    pub fn settled(&self, now: Instant) -> bool {
+        self.reachable_since
+            .is_some_and(|t| now.saturating_since(t) >= self.settle)
+    }
+}
+
+/// Reachability damping of peers for balancing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Damping {
+    /// Settle time of a peer that has not flapped.
+    pub(crate) base: Duration,
+    /// Longest settle time.
+    pub(crate) max: Duration,
+    /// A peer reachable this long before it dropped off was not flapping.
+    pub(crate) stable: Duration,
+}
+
+impl Peer {
+    fn unreachable(&mut self, now: Instant, d: Damping) {
+        let Some(since) = self.reachable_since.take() else {
+            return;
+        };
+        let short = now.saturating_since(since) < d.stable;
+        if !short {
+            self.settle = d.base;
+        } else if self.dropped_before {
+            self.settle = (self.settle * 2).min(d.max);
+        }
+        self.dropped_before = true;
+    }
 }
 
 /// The peer table.
@@ -74,6 +118,7 @@ impl Peers {
         id: PrId,
         assoc: Option<AssocId>,
         fallback_addresses: &[SocketAddr],
+        damping: Damping,
     ) -> bool {
         let new = !self.by_id.contains_key(&id);
         let peer = self.by_id.entry(id).or_insert_with(|| Peer {
@@ -83,7 +128,13 @@ impl Peers {
             last_heard: now,
             status: PeerStatus::Alive,
             announced_checksum: None,
+            reachable_since: None,
+            settle: damping.base,
+            dropped_before: false,
         });
+        if assoc.is_some() && peer.reachable_since.is_none() {
+            peer.reachable_since = Some(now);
+        }
         peer.last_heard = now;
         peer.status = PeerStatus::Alive;
         if peer.addresses.is_empty() {
@@ -115,13 +166,22 @@ impl Peers {
         }
     }
 
-    pub(crate) fn association_down(&mut self, assoc: AssocId) {
+    pub(crate) fn association_down(&mut self, now: Instant, assoc: AssocId, damping: Damping) {
         if let Some(id) = self.by_assoc.remove(&assoc) {
             if let Some(p) = self.by_id.get_mut(&id) {
                 if p.assoc == Some(assoc) {
                     p.assoc = None;
+                    p.unreachable(now, damping);
                 }
             }
+        }
+    }
+
+    /// The peer is suspected or declared dead: it no longer counts as
+    /// reachable.
+    pub(crate) fn lost(&mut self, now: Instant, id: PrId, damping: Damping) {
+        if let Some(p) = self.by_id.get_mut(&id) {
+            p.unreachable(now, damping);
         }
     }
 

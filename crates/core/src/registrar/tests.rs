@@ -54,6 +54,13 @@ fn registrar(cfg: RegistrarConfig) -> Registrar {
             id: Some(pr(100)),
             announce: false,
             peer_scope: scope(),
+            // Balancing counts peers at once unless a test says otherwise.
+            peer_settle_time: if cfg.peer_settle_time == RegistrarConfig::default().peer_settle_time
+            {
+                Duration::ZERO
+            } else {
+                cfg.peer_settle_time
+            },
             ..cfg
         },
         7,
@@ -1233,4 +1240,45 @@ fn unreachable_reports_from_one_host_count_once() {
     assert!(r.handlespace().get(&pool(), PeId(1)).is_some());
     let entry = r.handlespace().lookup(&pool(), PeId(1)).unwrap();
     assert_eq!(r.handlespace().unreachable_reports(entry), 1);
+}
+
+/// Issue 11 (3, 4): a peer counts for balancing only once it has been
+/// reachable for its settle time, not while its association is down, and a
+/// peer that drops off again soon after coming back must wait twice as long.
+#[test]
+fn peers_count_for_balancing_only_when_settled() {
+    let mut r = registrar(RegistrarConfig {
+        peer_settle_time: Duration::from_secs(8),
+        ..RegistrarConfig::default()
+    });
+    with_peer(&mut r, t(0));
+    let view = |r: &Registrar, ms| r.ownership_view(t(ms)).peers.len();
+    assert_eq!(view(&r, 5_000), 0, "not settled yet");
+    assert_eq!(view(&r, 8_000), 1);
+    // Its association goes down: out at once.
+    r.handle_association(
+        t(20_000),
+        AssociationEvent::Down {
+            assoc: PEER_ASSOC,
+            reason: DownReason::Lost,
+        },
+    );
+    assert_eq!(view(&r, 20_000), 0);
+    // Back; settled 8 s later (the first drop is no flap).
+    up(&mut r, AssocId(5), "10.0.0.2:9901".parse().unwrap());
+    feed(&mut r, t(30_000), AssocId(5), presence_from(200));
+    assert_eq!(view(&r, 37_000), 0);
+    assert_eq!(view(&r, 38_000), 1);
+    // Drops off again after 20 s (< the stable time): a flap, settle doubles.
+    r.handle_association(
+        t(50_000),
+        AssociationEvent::Down {
+            assoc: AssocId(5),
+            reason: DownReason::Lost,
+        },
+    );
+    up(&mut r, AssocId(6), "10.0.0.2:9901".parse().unwrap());
+    feed(&mut r, t(60_000), AssocId(6), presence_from(200));
+    assert_eq!(view(&r, 75_000), 0);
+    assert_eq!(view(&r, 76_000), 1);
 }
