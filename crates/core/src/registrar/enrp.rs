@@ -865,6 +865,10 @@ impl Registrar {
     fn init_takeover(&mut self, now: Instant, assoc: Option<AssocId>, sender: PrId, target: PrId) {
         if target == self.id {
             self.announce_alive();
+            // The initiator above all, even if our table has dropped it.
+            if let (Some(a), None) = (assoc, self.peers.get(sender)) {
+                self.send_presence(Destination::Association(a), Some(sender), false);
+            }
             return;
         }
         if self.heard_recently(now, target) {
