@@ -223,6 +223,22 @@ pub struct Settings {
         help_heading = "Timers (bare numbers are ms)"
     )]
     pub move_grace: Option<Millis>,
+    /// How long a peer must be reachable before it counts for balancing;
+    /// doubles for a flapping peer [default: 10s].
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Timers (bare numbers are ms)"
+    )]
+    pub peer_settle_time: Option<Millis>,
+    /// A PE that arrived by a suggestion is not suggested onwards for this
+    /// long [default: 120s].
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Timers (bare numbers are ms)"
+    )]
+    pub move_cooldown: Option<Millis>,
 
     /// Unit of the Registration Life field [default: ms].
     #[arg(long, value_enum, value_name = "UNIT", help_heading = "Protocol")]
@@ -394,6 +410,8 @@ impl Settings {
             max_time_no_response: pick(self.max_time_no_response, file.max_time_no_response),
             takeover_expiry: pick(self.takeover_expiry, file.takeover_expiry),
             move_grace: pick(self.move_grace, file.move_grace),
+            peer_settle_time: pick(self.peer_settle_time, file.peer_settle_time),
+            move_cooldown: pick(self.move_cooldown, file.move_cooldown),
             life_unit: pick(self.life_unit, file.life_unit),
             handle_resolution_items: pick(
                 self.handle_resolution_items,
@@ -535,6 +553,8 @@ impl Settings {
         set(self.max_time_no_response, &mut c.max_time_no_response);
         set(self.takeover_expiry, &mut c.takeover_expiry);
         set(self.move_grace, &mut c.move_grace);
+        set(self.peer_settle_time, &mut c.peer_settle_time);
+        set(self.move_cooldown, &mut c.move_cooldown);
         if c.max_time_no_response.is_zero() || c.takeover_expiry.is_zero() || c.move_grace.is_zero()
         {
             return Err(
