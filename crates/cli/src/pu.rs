@@ -203,7 +203,9 @@ async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
                 format!("resolution failed: {reason}")
             }
         };
-        println!("{line}");
+        if !crate::node::output::line(&line) {
+            break;
+        }
     }
     node.stop().await;
     if all_ok {

@@ -92,6 +92,16 @@ pub enum Transmit {
         /// ABORT instead of SHUTDOWN.
         abort: bool,
     },
+    /// Give up an association still being opened to these addresses (by a
+    /// [`Destination::Addresses`] send): the messages queued for it are
+    /// dropped and, should its handshake complete later, it is aborted
+    /// without being reported up. Without this, a request the machine gave
+    /// up on (a registration after T5) would still arrive once a partition
+    /// heals.
+    Abandon {
+        /// The addresses the association was being opened to.
+        to: Vec<SocketAddr>,
+    },
 }
 
 impl Transmit {

@@ -60,6 +60,9 @@ pub(crate) struct End {
     /// This end's machine sent on the association before it was up, so it
     /// is owed a `HandshakeFailed` if it never comes up.
     pub(crate) opened: bool,
+    /// Its machine gave the open up (`Transmit::Abandon`): should the
+    /// handshake complete, the end is aborted instead of reported up.
+    pub(crate) abandoned: bool,
 }
 
 impl End {

@@ -64,6 +64,8 @@ impl<M: Machine + 'static> World<M> {
                 let a = &self.assocs.map[&serial];
                 let side = a.side_of(id);
                 match (a.ends[side].state, a.phase) {
+                    // Given up by this node: a fresh open.
+                    (EndState::Pending, _) if a.ends[side].abandoned => self.open(id, target),
                     // Up, or in the handshake (either side's open): use it.
                     (EndState::Pending | EndState::Up, _) => serial,
                     // The responder restarted during the handshake.
@@ -138,6 +140,7 @@ impl<M: Machine + 'static> World<M> {
                 id: self.assocs.new_id(),
                 state: EndState::Pending,
                 opened: true,
+                abandoned: false,
             },
             End {
                 node: target,
@@ -151,6 +154,7 @@ impl<M: Machine + 'static> World<M> {
                     EndState::Closed
                 },
                 opened: false,
+                abandoned: false,
             },
         ];
         let serial = self.assocs.insert(Assoc {
@@ -278,10 +282,46 @@ impl<M: Machine + 'static> World<M> {
                 a.ends[peer].node,
             )
         });
+        let abandoned = [0, 1].map(|side| a.ends[side].abandoned);
         // The responder learns first (on COOKIE-ECHO), then the opener.
-        for (node, incarnation, assoc, peer) in ups {
-            self.tell_up(node, incarnation, assoc, peer);
+        for ((node, incarnation, assoc, peer), side) in ups.into_iter().zip([1, 0]) {
+            if !abandoned[side] {
+                self.tell_up(node, incarnation, assoc, peer);
+            }
         }
+        if let Some(side) = (0..2).find(|s| abandoned[*s]) {
+            self.abort(serial, side);
+        }
+    }
+
+    /// `Transmit::Abandon`: the association `id` is still opening to the
+    /// endpoint at `addrs` is given up. Its queued data is dropped; it is
+    /// never reported up nor failed to `id` (whose machine never learned its
+    /// id), and if the handshake completes, it is aborted.
+    pub(crate) fn abandon(&mut self, id: NodeId, addrs: &[SocketAddr]) {
+        let node = &mut self.nodes[id.index()];
+        for a in addrs {
+            node.unresolved.remove(a);
+        }
+        let Some(target) = addrs.iter().find_map(|a| self.by_addr.get(a).copied()) else {
+            return;
+        };
+        let Some(&serial) = self.assocs.pairs.get(&pair(id, target)) else {
+            return;
+        };
+        let Some(a) = self.assocs.map.get_mut(&serial) else {
+            return;
+        };
+        let side = a.side_of(id);
+        let end = &mut a.ends[side];
+        if end.node != id || end.state != EndState::Pending {
+            return;
+        }
+        end.abandoned = true;
+        end.opened = false;
+        let lane = &mut a.lanes[side];
+        self.stats.dropped += data_items(lane);
+        lane.queue.clear();
     }
 
     fn tell_up(&mut self, id: NodeId, incarnation: u32, assoc: AssocId, peer: NodeId) {

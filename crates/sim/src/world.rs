@@ -234,6 +234,7 @@ impl<M: Machine + 'static> World<M> {
                 self.announce(id, message.ppid(), data);
             }
             Transmit::Close { assoc, abort } => self.close(id, assoc, abort),
+            Transmit::Abandon { to } => self.abandon(id, &to),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod duration;
+pub mod output;
 pub mod policy;
 pub mod transport;
 

@@ -125,7 +125,11 @@ async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
             Some(e) = events.recv() => log_event(&e),
             _ = tick(status.as_mut()) => {
                 if let Some(line) = node.call(|r: &mut Registrar, _| status::line(r)).await {
-                    println!("{line}");
+                    if !crate::node::output::line(&line) {
+                        // Nobody reads the status lines any more: keep serving.
+                        info!("standard output closed: no more status lines");
+                        status = None;
+                    }
                 }
             }
             name = &mut signal => {

@@ -942,6 +942,14 @@ impl Machine for PoolElement {
                     // SH5: T5 ran out; it doubles for the next registrar.
                     self.stats.connect_failures += 1;
                     self.hunt.back_off();
+                    // The open may still succeed (SCTP retries INIT far
+                    // longer than T5): the REGISTRATION queued on it must
+                    // not reach that registrar after we moved on.
+                    if let Some(att) = self.attempt.as_ref().filter(|a| a.assoc.is_none()) {
+                        self.outbox.send(Transmit::Abandon {
+                            to: att.addrs.clone(),
+                        });
+                    }
                     self.attempt_failed(now);
                 }
                 Timer::Registration => {

@@ -49,8 +49,11 @@ fn new_pe(c: PoolElementConfig) -> PoolElement {
     PoolElement::new(c, ChaCha8Rng::seed_from_u64(7), s(0)).unwrap()
 }
 
+/// What the PE sends (abandoned opens aside: `t5_abandons_the_open` checks those).
 fn transmits(pe: &mut PoolElement) -> Vec<Transmit> {
-    std::iter::from_fn(|| pe.poll_transmit()).collect()
+    std::iter::from_fn(|| pe.poll_transmit())
+        .filter(|t| !matches!(t, Transmit::Abandon { .. }))
+        .collect()
 }
 
 fn events(pe: &mut PoolElement) -> Vec<PoolElementEvent> {
@@ -837,5 +840,21 @@ fn random_inputs_never_panic_send_on_dead_associations_or_leave_the_pe_stuck() {
             && total.registrations_rejected > 5
             && total.hunt_rounds_failed > 5,
         "{total:?}"
+    );
+}
+
+/// A registrar that does not answer within T5 is given up, and so is the
+/// open to it: the REGISTRATION queued on it must not arrive once a
+/// partition heals (a second home the PE does not know of).
+#[test]
+fn t5_abandons_the_open() {
+    let mut pe = new_pe(config());
+    let _ = std::iter::from_fn(|| pe.poll_transmit()).count();
+    advance(&mut pe, s(10));
+    let tx: Vec<Transmit> = std::iter::from_fn(|| pe.poll_transmit()).collect();
+    assert!(
+        tx.iter()
+            .any(|t| matches!(t, Transmit::Abandon { to } if to == &vec![addr(PR1)])),
+        "{tx:?}"
     );
 }

@@ -523,13 +523,37 @@ impl Registrar {
                 }
             }
         }
+        let mut orphans = 0;
         for (pool, pe) in sync.unconfirmed {
             if claimed.contains(&(pool.clone(), pe)) {
                 continue;
             }
             if let Some(entry) = self.space.find(&pool, pe) {
                 if self.space.home_of(entry) == Some(peer) {
-                    self.remove_pe(entry, RemovalReason::Resynchronised);
+                    self.orphan(now, entry);
+                    orphans += 1;
+                }
+            }
+        }
+        if orphans > 0 {
+            // Where did they go? A PE that moved while we were not listening
+            // (a restart, a partition) is owned by another peer now; a PE
+            // that left is owned by nobody. Ask the others; what nobody
+            // claims expires.
+            let others: Vec<PrId> = self
+                .peers
+                .active()
+                .map(|p| p.id)
+                .filter(|id| *id != peer)
+                .collect();
+            for id in others {
+                let recent = self
+                    .contest_resyncs
+                    .get(&id)
+                    .is_some_and(|t| now.saturating_since(*t) < self.cfg.max_time_no_response);
+                if !recent {
+                    self.contest_resyncs.insert(id, now);
+                    self.resync(now, id);
                 }
             }
         }
@@ -541,6 +565,23 @@ impl Registrar {
         }
     }
 
+    /// A PE its recorded home no longer claims: owned by nobody until a
+    /// peer's table or update names its home, and removed if none does
+    /// within twice MAX-TIME-NO-RESPONSE (RFC 5353 §3.6 removes it at once,
+    /// which loses PEs that moved while this registrar was not listening).
+    fn orphan(&mut self, now: Instant, entry: EntryId) {
+        self.space.set_entry_owner(entry, None);
+        let grace = now + self.cfg.max_time_no_response * 2;
+        let sooner = self
+            .space
+            .deadline(entry, TimerKind::Lifetime)
+            .is_some_and(|d| d < grace.as_micros());
+        if !sooner {
+            self.space
+                .set_deadline(entry, TimerKind::Lifetime, Some(grace));
+        }
+    }
+
     /// A second-hand claim that `key` is homed elsewhere than at `recorded`:
     /// held, and `recorded` is asked for the PEs it owns.
     fn contest(&mut self, now: Instant, recorded: PrId, key: PeKey, claim: PoolElement) {
@@ -548,7 +589,20 @@ impl Registrar {
             return;
         }
         self.contested.insert(key, (recorded, claim));
-        self.resync(now, recorded);
+        // Two registrars that both claim a PE would otherwise send us back
+        // and forth between them: ask the recorded home at most once per
+        // MAX-TIME-NO-RESPONSE; the held claim waits for the next answer.
+        let recent = self
+            .contest_resyncs
+            .get(&recorded)
+            .is_some_and(|t| now.saturating_since(*t) < self.cfg.max_time_no_response);
+        if !recent && !self.syncs.contains_key(&recorded) {
+            if self.contest_resyncs.len() >= 1024 {
+                self.contest_resyncs.clear();
+            }
+            self.contest_resyncs.insert(recorded, now);
+            self.resync(now, recorded);
+        }
     }
 
     /// RFC 5353 §3.6: a peer's announced checksum disagrees with ours for its
@@ -903,6 +957,13 @@ impl Registrar {
         }
         let servers = self.servers(Some(sender));
         self.send_to_peer(sender, EnrpMessage::InitTakeoverAck { servers, target });
+        if self.peers.get(target).is_some() {
+            // See takeover_expired: if the initiator never completes.
+            self.timers.set(
+                Timer::TakeoverExpiry(target),
+                now + self.cfg.takeover_expiry * 2,
+            );
+        }
     }
 
     fn complete_takeover(&mut self, now: Instant, target: PrId) {
@@ -920,10 +981,27 @@ impl Registrar {
             .event(RegistrarEvent::TakeoverCompleted { target, pes: n });
     }
 
-    pub(super) fn takeover_expired(&mut self, _now: Instant, target: PrId) {
+    pub(super) fn takeover_expired(&mut self, now: Instant, target: PrId) {
         if self.takeovers.remove(&target).is_some() {
             self.out.event(RegistrarEvent::TakeoverAbandoned(target));
             self.drop_peer(target);
+            return;
+        }
+        // We acknowledged another registrar's takeover of `target` and no
+        // TAKEOVER_SERVER followed: the initiator gave up or is gone. A dead
+        // peer must not stay in the table for ever (every later takeover
+        // would wait for its acknowledgement): take its PEs over ourselves,
+        // or forget it.
+        if self
+            .peers
+            .get(target)
+            .is_some_and(|p| p.status == PeerStatus::Dead)
+        {
+            if self.space.owned_count(target) == 0 {
+                self.drop_peer(target);
+            } else {
+                self.start_takeover(now, target);
+            }
         }
     }
 
@@ -931,6 +1009,7 @@ impl Registrar {
         self.peers.remove(id);
         self.syncs.remove(&id);
         self.contested.retain(|_, (incumbent, _)| *incumbent != id);
+        self.contest_resyncs.remove(&id);
         self.table_sessions.remove(&id);
         for t in [
             Timer::PeerSilent(id),

@@ -132,6 +132,8 @@ pub struct Registrar {
     /// than where this registrar records it, held until the recorded home
     /// confirms or denies it: PE -> (recorded home, the claimed element).
     contested: HashMap<PeKey, (PrId, rserpool_wire::PoolElement)>,
+    /// When a contested claim last made this registrar ask a peer.
+    contest_resyncs: HashMap<PrId, Instant>,
 }
 
 impl Registrar {
@@ -172,6 +174,7 @@ impl Registrar {
             table_sessions: HashMap::new(),
             syncs: HashMap::new(),
             contested: HashMap::new(),
+            contest_resyncs: HashMap::new(),
         };
         r.start(now);
         Ok(r)

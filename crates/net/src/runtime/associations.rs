@@ -151,6 +151,33 @@ impl Associations {
         }
     }
 
+    /// Every association that is up, as (endpoint, transport id).
+    pub(super) fn all_up(&self) -> Vec<(usize, AssociationId)> {
+        self.entries
+            .values()
+            .filter(|e| e.up)
+            .map(|e| (e.endpoint, e.transport))
+            .collect()
+    }
+
+    /// Forgets an association still being opened to any of `addrs`, with
+    /// its queued messages; returns it so that the caller can abort it.
+    pub(super) fn abandon(&mut self, addrs: &[SocketAddr]) -> Option<(usize, AssociationId)> {
+        let id = self
+            .by_addr
+            .iter()
+            .find(|((_, a), id)| addrs.contains(a) && self.entries.get(id).is_some_and(|e| !e.up))
+            .map(|(_, id)| *id)?;
+        let e = self.entries.remove(&id)?;
+        self.by_transport.remove(&(e.endpoint, e.transport));
+        for a in &e.peer {
+            if self.by_addr.get(&(e.endpoint, *a)) == Some(&id) {
+                self.by_addr.remove(&(e.endpoint, *a));
+            }
+        }
+        Some((e.endpoint, e.transport))
+    }
+
     /// A fresh id for an association that failed before it existed.
     pub(super) fn failed(&mut self) -> AssocId {
         self.fresh()

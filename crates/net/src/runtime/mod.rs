@@ -88,12 +88,54 @@ where
                     Some(cmd) => cmd(&mut machine, now()),
                     None => {
                         flush(&now, &mut machine, &mut endpoints, &mut assocs, announce.as_ref(), &events).await?;
+                        close_all(&mut endpoints, &assocs).await;
                         return Ok(machine);
                     }
                 }
             }
         }
     }
+}
+
+/// How long a stopping node waits for its associations to shut down.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Shuts every association down gracefully (SHUTDOWN, not a silent drop
+/// that leaves peers to time the association out), waiting up to
+/// [`CLOSE_WAIT`] for them to go down.
+async fn close_all<T: Transport>(endpoints: &mut Endpoints<T>, assocs: &Associations) {
+    let up = assocs.all_up();
+    if up.is_empty() {
+        return;
+    }
+    let mut open: std::collections::HashSet<(usize, crate::transport::AssociationId)> =
+        std::collections::HashSet::new();
+    for (i, a) in up {
+        if endpoint(endpoints, i)
+            .close(a, CloseMode::Graceful)
+            .await
+            .is_ok()
+        {
+            open.insert((i, a));
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while !open.is_empty() {
+            tokio::select! {
+                ev = endpoints.asap.next_event() => match ev {
+                    Ok(Event::AssociationDown { assoc, .. }) => { open.remove(&(0, assoc)); }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                ev = next_enrp(&mut endpoints.enrp) => match ev {
+                    Ok(Event::AssociationDown { assoc, .. }) => { open.remove(&(1, assoc)); }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+            }
+        }
+    })
+    .await;
 }
 
 async fn next_enrp<T: Transport>(
@@ -265,6 +307,13 @@ where
             Transmit::Announce { message } => {
                 if let Some(a) = announce {
                     a.send(&message).await;
+                }
+            }
+            Transmit::Abandon { to } => {
+                if let Some((i, a)) = assocs.abandon(&to) {
+                    if let Err(e) = endpoint(endpoints, i).close(a, CloseMode::Abort).await {
+                        tracing::debug!(error = %e, "abandoning a connect failed");
+                    }
                 }
             }
             Transmit::Close { assoc, abort } => {
