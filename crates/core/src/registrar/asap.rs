@@ -338,8 +338,18 @@ impl Registrar {
         }
     }
 
-    pub(super) fn lifetime_expired(&mut self, entry: EntryId) {
-        let owned = self.space.home_of(entry) == Some(self.id);
+    pub(super) fn lifetime_expired(&mut self, now: Instant, entry: EntryId) {
+        let home = self.space.home_of(entry);
+        let owned = home == Some(self.id);
+        if let Some(h) = home.filter(|h| !owned && self.peer_reachable(*h)) {
+            // A copy of a live peer's PE ran out: most likely we missed its
+            // re-registration updates (a cut link, a restart). Ask the home
+            // before dropping it; if the home no longer has it, it expires
+            // as an orphan.
+            self.orphan(now, entry);
+            self.ask_home(now, h);
+            return;
+        }
         let assoc = self.space.association(entry).map(AssocId);
         let key = self.space.key_of(entry);
         self.remove_pe(entry, RemovalReason::LifetimeExpired);

@@ -547,14 +547,7 @@ impl Registrar {
                 .filter(|id| *id != peer)
                 .collect();
             for id in others {
-                let recent = self
-                    .contest_resyncs
-                    .get(&id)
-                    .is_some_and(|t| now.saturating_since(*t) < self.cfg.max_time_no_response);
-                if !recent {
-                    self.contest_resyncs.insert(id, now);
-                    self.resync(now, id);
-                }
+                self.ask_home(now, id);
             }
         }
         if matches!(self.phase, Phase::Downloading { mentor, .. } if mentor == peer)
@@ -569,7 +562,7 @@ impl Registrar {
     /// peer's table or update names its home, and removed if none does
     /// within twice MAX-TIME-NO-RESPONSE (RFC 5353 §3.6 removes it at once,
     /// which loses PEs that moved while this registrar was not listening).
-    fn orphan(&mut self, now: Instant, entry: EntryId) {
+    pub(super) fn orphan(&mut self, now: Instant, entry: EntryId) {
         self.space.set_entry_owner(entry, None);
         let grace = now + self.cfg.max_time_no_response * 2;
         let sooner = self
@@ -582,6 +575,29 @@ impl Registrar {
         }
     }
 
+    /// Whether `id` is a peer that is alive and reachable now.
+    pub(super) fn peer_reachable(&self, id: PrId) -> bool {
+        self.peers.get(id).is_some_and(|p| {
+            p.status == PeerStatus::Alive
+                && p.assoc.is_some_and(|a| self.associations.contains_key(&a))
+        })
+    }
+
+    /// Resynchronises with `home`, at most once per MAX-TIME-NO-RESPONSE.
+    pub(super) fn ask_home(&mut self, now: Instant, home: PrId) {
+        let recent = self
+            .contest_resyncs
+            .get(&home)
+            .is_some_and(|t| now.saturating_since(*t) < self.cfg.max_time_no_response);
+        if !recent && !self.syncs.contains_key(&home) {
+            if self.contest_resyncs.len() >= 1024 {
+                self.contest_resyncs.clear();
+            }
+            self.contest_resyncs.insert(home, now);
+            self.resync(now, home);
+        }
+    }
+
     /// A second-hand claim that `key` is homed elsewhere than at `recorded`:
     /// held, and `recorded` is asked for the PEs it owns.
     fn contest(&mut self, now: Instant, recorded: PrId, key: PeKey, claim: PoolElement) {
@@ -590,19 +606,8 @@ impl Registrar {
         }
         self.contested.insert(key, (recorded, claim));
         // Two registrars that both claim a PE would otherwise send us back
-        // and forth between them: ask the recorded home at most once per
-        // MAX-TIME-NO-RESPONSE; the held claim waits for the next answer.
-        let recent = self
-            .contest_resyncs
-            .get(&recorded)
-            .is_some_and(|t| now.saturating_since(*t) < self.cfg.max_time_no_response);
-        if !recent && !self.syncs.contains_key(&recorded) {
-            if self.contest_resyncs.len() >= 1024 {
-                self.contest_resyncs.clear();
-            }
-            self.contest_resyncs.insert(recorded, now);
-            self.resync(now, recorded);
-        }
+        // and forth between them: the held claim waits for the next answer.
+        self.ask_home(now, recorded);
     }
 
     /// RFC 5353 §3.6: a peer's announced checksum disagrees with ours for its

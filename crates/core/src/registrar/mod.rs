@@ -452,7 +452,7 @@ impl Registrar {
 
     fn on_deadline(&mut self, now: Instant, entry: rserpool_handlespace::EntryId, kind: TimerKind) {
         match kind {
-            TimerKind::Lifetime => self.lifetime_expired(entry),
+            TimerKind::Lifetime => self.lifetime_expired(now, entry),
             TimerKind::KeepAlive => self.keep_alive_due(now, entry),
         }
     }
