@@ -348,7 +348,8 @@ fn takeover_suggestion_moves_pes_to_the_idle_registrar() {
             "registrar {FAST_SCTP} --id {id} --addr {asap} --enrp-addr {enrp} --peer {peer} \
              --status-interval 200ms --keep-alive-interval 500ms --keep-alive-timeout 500ms \
              --peer-heartbeat-cycle 500ms --max-time-last-heard 1s --max-time-no-response 500ms \
-             --mentor-discovery-timeout 1s --balance balanced --tolerance 0.1 --move-grace 2s"
+             --mentor-discovery-timeout 1s --balance balanced --tolerance 0.1 --move-grace 2s \
+             --peer-settle-time 200ms"
         ))
     };
     let mut c = Cluster::default();
