@@ -911,12 +911,15 @@ impl Registrar {
         }
     }
 
-    /// Whether `target` was heard from within MAX-TIME-LAST-HEARD over an
-    /// association that is still up: too alive to be taken over.
+    /// Whether `target` was heard from within one (jittered) peer heartbeat
+    /// cycle over an association that is still up: it is sending its
+    /// PRESENCEs, too alive to be taken over. (A registrar that stopped is
+    /// silent for longer before anyone starts a takeover: MAX-TIME-LAST-HEARD
+    /// plus MAX-TIME-NO-RESPONSE.)
     fn heard_recently(&self, now: Instant, target: PrId) -> bool {
         self.peers.get(target).is_some_and(|p| {
             p.status == PeerStatus::Alive
-                && now.saturating_since(p.last_heard) < self.cfg.max_time_last_heard
+                && now.saturating_since(p.last_heard) < self.cfg.peer_heartbeat_cycle.mul_f64(1.5)
                 && p.assoc.is_some_and(|a| self.associations.contains_key(&a))
         })
     }
