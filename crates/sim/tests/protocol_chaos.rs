@@ -1195,10 +1195,5 @@ const KNOWN_FAILURES: &[(u64, &str)] = &[
         "relapse: a PE re-homed twice within 5 ms right after the heal \
          (hunt, then a suggestion) is missing at one registrar for 2 s",
     ),
-    (235, "relapse after the heal (not yet analysed)"),
-    (
-        332,
-        "handlespaces disagree on one PE's owner after convergence (not yet analysed)",
-    ),
     (949, "relapse after the heal (not yet analysed)"),
 ];

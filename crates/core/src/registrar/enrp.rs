@@ -369,10 +369,14 @@ impl Registrar {
     }
 
     fn request_table(&mut self, now: Instant, peer: PrId, own_children_only: bool) {
-        self.syncs.entry(peer).or_insert_with(|| Sync {
-            own_children_only,
-            unconfirmed: HashSet::new(),
-        });
+        self.syncs
+            .entry(peer)
+            .or_insert_with(|| Sync {
+                own_children_only,
+                unconfirmed: HashSet::new(),
+                asked: now,
+            })
+            .asked = now;
         self.send_to_peer(
             peer,
             EnrpMessage::HandleTableRequest {
@@ -589,7 +593,7 @@ impl Registrar {
             .contest_resyncs
             .get(&home)
             .is_some_and(|t| now.saturating_since(*t) < self.cfg.max_time_no_response);
-        if !recent && !self.syncs.contains_key(&home) {
+        if !recent {
             if self.contest_resyncs.len() >= 1024 {
                 self.contest_resyncs.clear();
             }
@@ -621,6 +625,14 @@ impl Registrar {
 
     /// Downloads what `peer` owns (unless a download from it is running).
     fn resync(&mut self, now: Instant, peer: PrId) {
+        let stalled = self.syncs.get(&peer).is_some_and(|s| {
+            s.own_children_only
+                && now.saturating_since(s.asked) >= self.cfg.max_time_no_response * 2
+        });
+        if stalled {
+            // Its pages stopped coming (a lost message, a broken association).
+            self.syncs.remove(&peer);
+        }
         if self.phase != Phase::Ready || self.syncs.contains_key(&peer) {
             return;
         }
@@ -638,6 +650,7 @@ impl Registrar {
             Sync {
                 own_children_only: true,
                 unconfirmed,
+                asked: now,
             },
         );
         self.request_table(now, peer, true);

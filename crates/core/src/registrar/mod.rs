@@ -99,6 +99,9 @@ struct Sync {
     own_children_only: bool,
     /// PEs owned by the peer that the download has not confirmed yet.
     unconfirmed: HashSet<PeKey>,
+    /// When the last page was asked for (a download whose answers stopped
+    /// is abandoned, not left to block every later audit of the peer).
+    asked: Instant,
 }
 
 /// A pool registrar.
