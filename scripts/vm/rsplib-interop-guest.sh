@@ -82,7 +82,7 @@ else
   fail "1a our PE registers at rspregistrar" "no registration within 15 s" ourpe1 rspreg1
 fi
 timeout 30 rserpool pu --pool echo --registrar $IP:3863 --transport kernel \
-  --count 3 --interval 300 --cache 0 >"$LOGS/ourpu1" 2>&1
+  --count 3 --interval 300ms --cache 0 >"$LOGS/ourpu1" 2>&1
 rc=$?
 n=$(grep -c "pe=$OUR_PE_ID" "$LOGS/ourpu1")
 if [ "$rc" -eq 0 ] && [ "$n" -eq 3 ]; then
@@ -128,7 +128,7 @@ else
   fail "2a rspserver registers at our registrar" "nothing logged within 15 s" ourreg2 rsppe2
 fi
 timeout 30 rserpool pu --pool echo --registrar $IP:3864 --transport kernel \
-  --count 3 --interval 300 --cache 0 >"$LOGS/ourpu2" 2>&1
+  --count 3 --interval 300ms --cache 0 >"$LOGS/ourpu2" 2>&1
 rc=$?
 n=$(grep -c "pe=$RSP_PE_ID" "$LOGS/ourpu2")
 if [ "$rc" -eq 0 ] && [ "$n" -eq 3 ]; then

@@ -2,7 +2,7 @@
 //! registrar and keeps it until a signal, then deregisters.
 
 use crate::node::addr::{EndpointSpec, LocalAddr};
-use crate::node::duration::Millis;
+use crate::node::duration::Dur;
 use crate::node::policy;
 use crate::node::transport::{self, TransportArgs};
 use crate::node::{Node, block_on, config_error, shutdown_signal};
@@ -46,21 +46,21 @@ pub struct Args {
     /// PE identifier, hex or decimal [default: random].
     #[arg(long, value_name = "ID", value_parser = parse_pe_id)]
     id: Option<PeId>,
-    /// Registration Life; bare numbers are ms [default: 60s].
+    /// Registration Life [default: 60s].
     #[arg(long, value_name = "DUR")]
-    registration_life: Option<Millis>,
+    registration_life: Option<Dur>,
     /// T4: re-registration interval [default: the RFC 5352 rule from the life].
     #[arg(long, value_name = "DUR")]
-    reregistration_interval: Option<Millis>,
+    reregistration_interval: Option<Dur>,
     /// T2: wait for REGISTRATION_RESPONSE [default: 30s].
     #[arg(long, value_name = "DUR")]
-    registration_timeout: Option<Millis>,
+    registration_timeout: Option<Dur>,
     /// T3: wait for DEREGISTRATION_RESPONSE on shutdown [default: 30s].
     #[arg(long, value_name = "DUR")]
-    deregistration_timeout: Option<Millis>,
+    deregistration_timeout: Option<Dur>,
     /// T5: wait for an association to a registrar [default: 10s].
     #[arg(long, value_name = "DUR")]
-    server_hunt_timeout: Option<Millis>,
+    server_hunt_timeout: Option<Dur>,
     /// Send Registration Life in seconds (RFC 5354) instead of ms (reference implementation).
     #[arg(long)]
     life_in_seconds: bool,

@@ -2,7 +2,7 @@
 //! and prints the pool element its policy selects, a number of times.
 
 use crate::node::addr::{EndpointSpec, LocalAddr};
-use crate::node::duration::Millis;
+use crate::node::duration::Dur;
 use crate::node::policy;
 use crate::node::transport::{self, TransportArgs};
 use crate::node::{Node, block_on, config_error};
@@ -32,16 +32,16 @@ pub struct Args {
     /// Resolutions to make.
     #[arg(long, value_name = "N", default_value_t = 1)]
     count: u32,
-    /// Pause between resolutions; bare numbers are ms.
-    #[arg(long, value_name = "MS", default_value = "1000")]
-    interval: Millis,
+    /// Pause between resolutions.
+    #[arg(long, value_name = "DUR", default_value = "1s")]
+    interval: Dur,
     /// How long a resolution answers from the cache without asking a
     /// registrar (stale_cache_value; 0 asks every time) [default: 5s].
     #[arg(long, value_name = "DUR")]
-    cache: Option<Millis>,
+    cache: Option<Dur>,
     /// T1: wait for HANDLE_RESOLUTION_RESPONSE [default: 15s].
     #[arg(long, value_name = "DUR")]
-    request_timeout: Option<Millis>,
+    request_timeout: Option<Dur>,
     /// Resends after T1 before a resolution fails [default: 2].
     #[arg(long, value_name = "N")]
     retransmits: Option<u32>,
@@ -50,7 +50,7 @@ pub struct Args {
     items: Option<u32>,
     /// T5: wait for an association to a registrar [default: 10s].
     #[arg(long, value_name = "DUR")]
-    server_hunt_timeout: Option<Millis>,
+    server_hunt_timeout: Option<Dur>,
     /// Local IP or IP:PORT of the ASAP endpoint; repeatable [default: any].
     #[arg(long, value_name = "ADDR")]
     local: Vec<LocalAddr>,

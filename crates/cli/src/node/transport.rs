@@ -4,7 +4,7 @@
 //! start-up (`--transport`, automatic by default); endpoints are
 //! [`AnyTransport`]s of that backend.
 
-use super::duration::Millis;
+use super::duration::Dur;
 #[cfg(target_os = "linux")]
 use rserpool_net::transport::kernel::KernelTransport;
 use rserpool_net::transport::select::{
@@ -43,15 +43,15 @@ pub struct TransportArgs {
     /// [default: 9899].
     #[arg(long, value_name = "PORT")]
     pub remote_udp_port: Option<u16>,
-    /// SCTP HEARTBEAT interval on idle associations; bare numbers are ms [default: 1s].
+    /// SCTP HEARTBEAT interval on idle associations [default: 1s].
     #[arg(long, value_name = "DUR")]
-    pub sctp_heartbeat_interval: Option<Millis>,
-    /// Silence after which SCTP declares a peer lost; bare numbers are ms [default: 5s].
+    pub sctp_heartbeat_interval: Option<Dur>,
+    /// Silence after which SCTP declares a peer lost [default: 5s].
     #[arg(long, value_name = "DUR")]
-    pub sctp_dead_peer_timeout: Option<Millis>,
-    /// Longest SCTP association set-up; bare numbers are ms [default: 5s].
+    pub sctp_dead_peer_timeout: Option<Dur>,
+    /// Longest SCTP association set-up [default: 5s].
     #[arg(long, value_name = "DUR")]
-    pub sctp_handshake_timeout: Option<Millis>,
+    pub sctp_handshake_timeout: Option<Dur>,
 }
 
 impl TransportArgs {

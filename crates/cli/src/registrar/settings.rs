@@ -3,7 +3,7 @@
 //! its `kind`), and the checks that turn them into a configuration.
 
 use crate::node::addr::EndpointSpec;
-use crate::node::duration::{Millis, Secs};
+use crate::node::duration::Dur;
 use crate::node::transport::TransportArgs;
 use rserpool_core::registrar::{
     AddrRange, BalancePolicy, BalancedConfig, LifeUnit, PeerScope, RateLimit, RegistrarConfig,
@@ -153,92 +153,48 @@ pub struct Settings {
     /// destinations; repeatable [default: no announces].
     #[arg(long = "announce", value_name = "ADDR")]
     pub announce: Vec<SocketAddr>,
-    /// Print a status line every SECS seconds (PEs, pools, owned per registrar, peers).
-    #[arg(long, value_name = "SECS")]
-    pub status_interval: Option<Secs>,
+    /// Print a status line this often (PEs, pools, owned per registrar, peers, refusals).
+    #[arg(long, value_name = "DUR")]
+    pub status_interval: Option<Dur>,
     /// Seed of the registrar's randomness (jitter, IDs) [default: random].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
 
     /// How long to wait for a mentor peer before starting alone [default: 5s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub mentor_discovery_timeout: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub mentor_discovery_timeout: Option<Dur>,
     /// Interval of ENDPOINT_KEEP_ALIVE to owned PEs, ±50 % jitter [default: 5s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub keep_alive_interval: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub keep_alive_interval: Option<Dur>,
     /// Wait for ENDPOINT_KEEP_ALIVE_ACK before removing a PE [default: 5s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub keep_alive_timeout: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub keep_alive_timeout: Option<Dur>,
     /// T6-Serverannounce [default: 1s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub server_announce_cycle: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub server_announce_cycle: Option<Dur>,
     /// PEER-HEARTBEAT-CYCLE: ENRP_PRESENCE period [default: 30s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub peer_heartbeat_cycle: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub peer_heartbeat_cycle: Option<Dur>,
     /// MAX-TIME-LAST-HEARD: peer silence before it is probed [default: 61s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub max_time_last_heard: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub max_time_last_heard: Option<Dur>,
     /// MAX-TIME-NO-RESPONSE: wait for a probed peer [default: 5s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub max_time_no_response: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub max_time_no_response: Option<Dur>,
     /// Give up a takeover whose acknowledgements did not all arrive [default: 30s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub takeover_expiry: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub takeover_expiry: Option<Dur>,
     /// How long a suggested move may take [default: 15s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub move_grace: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub move_grace: Option<Dur>,
     /// How long a peer must be reachable before it counts for balancing;
     /// doubles for a flapping peer [default: 10s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub peer_settle_time: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub peer_settle_time: Option<Dur>,
     /// A PE that arrived by a suggestion is not suggested onwards for this
     /// long [default: 120s].
-    #[arg(
-        long,
-        value_name = "DUR",
-        help_heading = "Timers (bare numbers are ms)"
-    )]
-    pub move_cooldown: Option<Millis>,
+    #[arg(long, value_name = "DUR", help_heading = "Timers")]
+    pub move_cooldown: Option<Dur>,
 
     /// Unit of the Registration Life field [default: ms].
     #[arg(long, value_enum, value_name = "UNIT", help_heading = "Protocol")]
@@ -536,7 +492,7 @@ impl Settings {
             announce: announce.is_some(),
             ..RegistrarConfig::default()
         };
-        let set = |d: Option<Millis>, field: &mut Duration| {
+        let set = |d: Option<Dur>, field: &mut Duration| {
             if let Some(d) = d {
                 *field = d.0;
             }
@@ -813,7 +769,7 @@ mod tests {
             "--keep-alive-interval",
             "1s",
             "--keep-alive-timeout",
-            "700",
+            "700ms",
             "--capacity",
             "4",
             "--tolerance",

@@ -4,7 +4,7 @@
 //! registrar's count of the PEs it owns in its own handlespace) returns.
 
 use crate::node::config_error;
-use crate::node::duration::Secs;
+use crate::node::duration::Dur;
 use crate::registrar::Balance;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -71,9 +71,9 @@ pub struct Args {
     /// Registrars (the last ones) that become unreachable; 0 for none.
     #[arg(long, value_name = "N", default_value_t = 2)]
     down: usize,
-    /// How long they stay unreachable; bare numbers are seconds.
+    /// How long they stay unreachable.
     #[arg(long, value_name = "DUR", default_value = "163s")]
-    outage: Secs,
+    outage: Dur,
     /// Takeover Suggestion policy of every registrar.
     #[arg(long, value_enum, default_value_t = Balance::Balanced)]
     policy: Balance,
@@ -81,15 +81,15 @@ pub struct Args {
     /// fraction above its fair share [default: 0.05].
     #[arg(long, value_name = "FRACTION")]
     tolerance: Option<f64>,
-    /// PE re-registration interval T4; bare numbers are seconds.
+    /// PE re-registration interval T4.
     #[arg(long, value_name = "DUR", default_value = "30s")]
-    t4: Secs,
-    /// Simulated time to run; bare numbers are seconds.
+    t4: Dur,
+    /// Simulated time to run.
     #[arg(long, value_name = "DUR", default_value = "600s")]
-    duration: Secs,
-    /// Print a sample this often; bare numbers are seconds.
+    duration: Dur,
+    /// Print a sample this often.
     #[arg(long, value_name = "DUR", default_value = "10s")]
-    sample: Secs,
+    sample: Dur,
     /// Print the samples as CSV (with a header row) and nothing else.
     #[arg(long)]
     csv: bool,

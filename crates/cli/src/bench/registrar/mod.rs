@@ -17,7 +17,7 @@ mod stats;
 
 use super::procfs;
 use crate::node::addr::EndpointSpec;
-use crate::node::duration::{Millis, Secs};
+use crate::node::duration::Dur;
 use crate::node::transport::{self, TransportArgs};
 use crate::node::{config_error, policy, shutdown_signal};
 use crate::registrar::ASAP_PORT;
@@ -68,13 +68,13 @@ pub struct Args {
     /// resolutions) unanswered at once, all associations together.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     max_outstanding: usize,
-    /// Registration Life; bare numbers are ms [default: 60s, as `rserpool pe`].
+    /// Registration Life [default: 60s, as `rserpool pe`].
     #[arg(long, value_name = "DUR")]
-    registration_life: Option<Millis>,
+    registration_life: Option<Dur>,
     /// Re-registration interval [default: the RFC 5352 rule from the life,
     /// as `rserpool pe`: life - 20s, or half a life of 40s or less].
     #[arg(long, value_name = "DUR")]
-    reregistration_interval: Option<Millis>,
+    reregistration_interval: Option<Dur>,
     /// Send Registration Life in seconds (RFC 5354) instead of ms (reference implementation).
     #[arg(long)]
     life_in_seconds: bool,
@@ -88,12 +88,12 @@ pub struct Args {
     /// PEs to ask for per resolution (Handle Resolution Option) [default: the registrar's choice].
     #[arg(long, value_name = "N")]
     items: Option<u32>,
-    /// How long to run before deregistering; bare numbers are seconds.
+    /// How long to run before deregistering.
     #[arg(long, value_name = "DUR", default_value = "10s")]
-    duration: Secs,
-    /// A request unanswered this long counts as a timeout; bare numbers are ms.
+    duration: Dur,
+    /// A request unanswered this long counts as a timeout.
     #[arg(long, value_name = "DUR", default_value = "5s")]
-    request_timeout: Millis,
+    request_timeout: Dur,
     /// Leave the PEs registered at the end (they expire with their life).
     #[arg(long)]
     no_deregister: bool,
