@@ -183,7 +183,7 @@ async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
         else {
             break;
         };
-        let line = match answer(&mut node, &mut events, request).await {
+        let line = match answer(&mut node, &mut events, request, &searching(&plan)).await {
             Ok(from_cache) => {
                 let pool = plan.pool.clone();
                 match node
@@ -217,13 +217,31 @@ async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
 
 /// Waits for the event answering `request`: whether it came from the cache,
 /// or why it failed. The machine's T1 sequence bounds the wait.
+///
+/// While it waits, says so on standard error after a second and every five
+/// seconds after, naming where it looks (`what`), so that a PU without a
+/// registrar is not silent until its timers give up.
 async fn answer(
     node: &mut Node<PoolUser>,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<PoolUserEvent>,
     request: RequestId,
+    what: &str,
 ) -> Result<bool, String> {
+    let started = tokio::time::Instant::now();
+    let mut next_word = started + Duration::from_secs(1);
     loop {
-        let Some(e) = events.recv().await else {
+        let e = tokio::select! {
+            e = events.recv() => e,
+            () = tokio::time::sleep_until(next_word) => {
+                tracing::warn!(
+                    "no answer yet after {:.0} s: {what}",
+                    started.elapsed().as_secs_f64()
+                );
+                next_word += Duration::from_secs(5);
+                continue;
+            }
+        };
+        let Some(e) = e else {
             return Err(format!("runtime stopped: {}", node.failed().await));
         };
         match e {
@@ -241,6 +259,30 @@ async fn answer(
             other => tracing::debug!(event = ?other, "event"),
         }
     }
+}
+
+/// Where the PU looks for a registrar, for the progress lines.
+fn searching(plan: &Plan) -> String {
+    let mut parts = Vec::new();
+    if !plan.config.hunt.registrars.is_empty() {
+        let list: Vec<String> = plan
+            .config
+            .hunt
+            .registrars
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        parts.push(format!("asking {}", list.join(" then ")));
+    }
+    if let Some(a) = plan.announce {
+        parts.push(format!("listening for registrar announces on {a}"));
+    }
+    parts.join("; ")
 }
 
 /// Why a resolution failed, for the `resolution failed: ...` line.
