@@ -44,6 +44,22 @@ enum Command {
     /// Run an experiment on the deterministic simulator and print it as it runs.
     #[command(after_long_help = sim::AFTER_HELP)]
     Sim(sim::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_long_help = "Example: rserpool completions bash > /etc/bash_completion.d/rserpool"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (rserpool.1 and one per subcommand) into a directory.
+    #[command(
+        after_long_help = "Example: rserpool man target/man && man target/man/rserpool-registrar.1"
+    )]
+    Man {
+        /// Where to write them (created if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,7 +89,42 @@ fn main() -> ExitCode {
             init_tracing("warn");
             sim::run(args)
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "rserpool", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match write_man_pages(&dir) {
+            Ok(n) => {
+                eprintln!("{n} man pages written to {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot write man pages to {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Renders `rserpool.1` and `rserpool-SUB.1` for every subcommand.
+fn write_man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut n = 0;
+    let mut write = |name: String, c: clap::Command| -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf)?;
+        std::fs::write(dir.join(format!("{name}.1")), buf)?;
+        n += 1;
+        Ok(())
+    };
+    for sub in cmd.get_subcommands() {
+        let name = format!("rserpool-{}", sub.get_name());
+        write(name.clone(), sub.clone().name(name))?;
+    }
+    write("rserpool".into(), cmd)?;
+    Ok(n)
 }
 
 /// Logs go to stderr so they never mix with output on stdout; `RUST_LOG`
