@@ -225,9 +225,14 @@ async fn serve(mut plan: Plan, kind: BackendKind) -> ExitCode {
         plan.config.policy,
         asap.local_addrs(),
     );
+    let searching = searching(&plan);
     let (mut node, mut events) = Node::spawn(pe, Endpoints { asap, enrp: None }, announce);
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    // While the PE has no home it says so after a second and every five
+    // seconds after, naming where it looks.
+    let mut hunting_since = Some(tokio::time::Instant::now());
+    let mut next_word = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
         tokio::select! {
             Some(e) = events.recv() => {
@@ -235,6 +240,24 @@ async fn serve(mut plan: Plan, kind: BackendKind) -> ExitCode {
                     node.stop().await;
                     return ExitCode::FAILURE;
                 }
+                match e {
+                    PoolElementEvent::Registered { .. } | PoolElementEvent::HomeChanged { .. } => {
+                        hunting_since = None;
+                    }
+                    PoolElementEvent::HomeLost { .. } | PoolElementEvent::RegistrationExpired { .. }
+                        if hunting_since.is_none() =>
+                    {
+                        let now = tokio::time::Instant::now();
+                        hunting_since = Some(now);
+                        next_word = now + Duration::from_secs(1);
+                    }
+                    _ => {}
+                }
+            }
+            () = tokio::time::sleep_until(next_word), if hunting_since.is_some() => {
+                let since = hunting_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                warn!("not registered yet after {since:.0} s: {searching}");
+                next_word += Duration::from_secs(5);
             }
             name = &mut signal => {
                 info!("PE {id} deregistering on {name}");
@@ -290,6 +313,30 @@ async fn deregister(
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Where the PE looks for a registrar, for the progress lines.
+fn searching(plan: &Plan) -> String {
+    let mut parts = Vec::new();
+    let list: Vec<String> = plan
+        .config
+        .hunt
+        .registrars
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    if !list.is_empty() {
+        parts.push(format!("asking {}", list.join(" then ")));
+    }
+    if let Some(a) = plan.announce {
+        parts.push(format!("listening for registrar announces on {a}"));
+    }
+    parts.join("; ")
 }
 
 /// Logs one event; false if the PE cannot go on (its registration was refused).

@@ -435,14 +435,14 @@ impl PoolElement {
             self.hunt.new_round();
             if !self.waiting_reported {
                 self.waiting_reported = true;
-                tracing::info!(pe = %self.pe_id, "no registrar known; waiting for an announce");
+                tracing::debug!(pe = %self.pe_id, "no registrar known; waiting for an announce");
                 self.outbox
                     .event(PoolElementEvent::NoRegistrar { retry_at: None });
             }
         } else {
             let retry_at = now + self.hunt.back_off();
             self.stats.hunt_rounds_failed += 1;
-            tracing::info!(pe = %self.pe_id, %retry_at, "no registrar accepted the PE; hunting again later");
+            tracing::debug!(pe = %self.pe_id, %retry_at, "no registrar accepted the PE; hunting again later");
             self.timers.set(Timer::HuntRetry, retry_at);
             self.outbox.event(PoolElementEvent::NoRegistrar {
                 retry_at: Some(retry_at),
@@ -519,7 +519,7 @@ impl PoolElement {
             }
             AttemptKind::Hunt | AttemptKind::Adopt => {
                 self.stats.pr_unreachable += 1;
-                tracing::info!(pe = %self.pe_id, addrs = ?att.addrs, "registrar unreachable");
+                tracing::debug!(pe = %self.pe_id, addrs = ?att.addrs, "registrar unreachable");
                 if let Some(a) = att.assoc.filter(|a| Some(*a) != self.home()) {
                     self.close(a, true);
                 }
@@ -546,7 +546,7 @@ impl PoolElement {
         };
         self.stats.homes_lost += 1;
         self.timers.cancel(&Timer::Reregistration);
-        tracing::info!(pe = %self.pe_id, assoc = ?home.assoc, ?reason, "home registrar lost");
+        tracing::debug!(pe = %self.pe_id, assoc = ?home.assoc, ?reason, "home registrar lost");
         if let Some(addrs) = peer {
             self.hunt.mark_tried(&addrs);
         }
@@ -611,7 +611,7 @@ impl PoolElement {
         if let Some(w) = warnings {
             // R=0 with an Operation Error: the registrar changed some values.
             self.stats.registration_warnings += 1;
-            tracing::warn!(pe = %self.pe_id, causes = ?w, "registration accepted with changes");
+            tracing::debug!(pe = %self.pe_id, causes = ?w, "registration accepted with changes");
         }
         self.hunt.succeeded();
         self.timers.cancel(&Timer::HuntRetry);
@@ -634,7 +634,7 @@ impl PoolElement {
             }
             AttemptKind::Hunt => {
                 self.home = Some(new_home);
-                tracing::info!(pe = %self.pe_id, ?assoc, ?server_id, "registered");
+                tracing::debug!(pe = %self.pe_id, ?assoc, ?server_id, "registered");
                 self.registered_event(new_home);
             }
             AttemptKind::Adopt => {
@@ -645,7 +645,7 @@ impl PoolElement {
                     // closing earlier would let the old home purge the PE.
                     self.close(o, false);
                 }
-                tracing::info!(pe = %self.pe_id, ?old, new = ?assoc, ?server_id, "home registrar changed");
+                tracing::debug!(pe = %self.pe_id, ?old, new = ?assoc, ?server_id, "home registrar changed");
                 self.registered_event(new_home);
                 if let Some(server_id) = server_id {
                     self.outbox.event(PoolElementEvent::HomeChanged {
@@ -675,7 +675,7 @@ impl PoolElement {
 
     fn rejected(&mut self, assoc: AssocId, att: Attempt, causes: Vec<ErrorCause>) {
         self.stats.registrations_rejected += 1;
-        tracing::warn!(pe = %self.pe_id, ?assoc, ?causes, "registration rejected");
+        tracing::debug!(pe = %self.pe_id, ?assoc, ?causes, "registration rejected");
         self.outbox
             .event(PoolElementEvent::RegistrationRejected { assoc, causes });
         match att.kind {
@@ -750,7 +750,7 @@ impl PoolElement {
                 self.close(a, false);
             }
         }
-        tracing::info!(pe = %self.pe_id, ?assoc, %server_id, "keep-alive with H bit: adopting the sender as home");
+        tracing::debug!(pe = %self.pe_id, ?assoc, %server_id, "keep-alive with H bit: adopting the sender as home");
         let addrs = self.assocs.get(&assoc).cloned().unwrap_or_default();
         self.begin(
             now,
@@ -781,7 +781,7 @@ impl PoolElement {
         };
         // Unsolicited: the registration's life ran out at the registrar.
         self.stats.registrations_expired += 1;
-        tracing::info!(pe = %self.pe_id, ?assoc, "registration expired at the home registrar");
+        tracing::debug!(pe = %self.pe_id, ?assoc, "registration expired at the home registrar");
         self.outbox
             .event(PoolElementEvent::RegistrationExpired { assoc });
         if self.phase == Phase::Active && self.attempt.is_none() {
@@ -869,7 +869,7 @@ impl Machine for PoolElement {
             } => self.on_keep_alive(now, assoc, home, server_id, pool_handle, pe_id),
             AsapMessage::Error { causes } => {
                 self.stats.inbound.errors_received += 1;
-                tracing::info!(pe = %self.pe_id, ?assoc, ?causes, "ASAP_ERROR received");
+                tracing::debug!(pe = %self.pe_id, ?assoc, ?causes, "ASAP_ERROR received");
                 self.outbox
                     .event(PoolElementEvent::PeerError { assoc, causes });
             }

@@ -397,7 +397,7 @@ impl PoolUser {
         } else {
             ResolutionFailure::NoRegistrar
         };
-        tracing::info!(%pool, ?reason, "resolution failed");
+        tracing::debug!(%pool, ?reason, "resolution failed");
         // The home did not answer either: the next request hunts elsewhere.
         if let Some(home) = self.home.take() {
             self.avoid(&home.addrs);
@@ -437,7 +437,7 @@ impl PoolUser {
                 Some(causes) => ResolutionFailure::Rejected(causes),
                 None => ResolutionFailure::NoPoolElements,
             };
-            tracing::info!(%pool, ?reason, "resolution refused");
+            tracing::debug!(%pool, ?reason, "resolution refused");
             self.cache.remove(&pool);
             self.reported.retain(|(p, _)| *p != pool);
             self.fail(&pool, q.waiters, &reason);
@@ -472,7 +472,7 @@ impl PoolUser {
             }
         }
         self.stats.home_changes += 1;
-        tracing::info!(
+        tracing::debug!(
             ?assoc,
             ?peer,
             "another registrar answered; adopting it as home"
@@ -529,7 +529,7 @@ impl Machine for PoolUser {
             } => self.on_response(now, assoc, pool_handle, policy, pool_elements, error),
             AsapMessage::Error { causes } => {
                 self.stats.inbound.errors_received += 1;
-                tracing::info!(?assoc, ?causes, "ASAP_ERROR received");
+                tracing::debug!(?assoc, ?causes, "ASAP_ERROR received");
                 self.outbox
                     .event(PoolUserEvent::PeerError { assoc, causes });
             }
@@ -555,7 +555,7 @@ impl Machine for PoolUser {
                 let Some(home) = self.home.take_if(|h| h.assoc == Some(assoc)) else {
                     return;
                 };
-                tracing::info!(?assoc, ?reason, "home registrar association down");
+                tracing::debug!(?assoc, ?reason, "home registrar association down");
                 // Requests sent there will not be answered (RFC 5352 §3.7.1):
                 // each goes to the next registrar now, counting as a resend.
                 self.avoid(&home.addrs);
