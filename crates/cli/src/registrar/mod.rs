@@ -179,9 +179,12 @@ fn log_event(e: &RegistrarEvent) {
             (true, None) => info!("PE {pe} of pool {pool} registered"),
             (false, None) => info!("PE {pe} of pool {pool} re-registered"),
         },
-        E::RegistrationRejected { pool, pe, cause } => {
-            warn!("PE {pe} of pool {pool} rejected (cause {cause:#06x})")
-        }
+        E::RegistrationRejected {
+            pool,
+            pe,
+            cause,
+            detail,
+        } => warn!("registration of PE {pe} in pool {pool} refused: {detail} (cause {cause})"),
         E::Removed { pool, pe, reason } => info!("PE {pe} of pool {pool} removed: {reason:?}"),
         E::OwnershipLost { pool, pe, to } => info!("PE {pe} of pool {pool} now homed at {to}"),
         E::TakeoverStarted(t) => warn!("takeover of failed peer {t} started"),

@@ -82,11 +82,24 @@ impl Registrar {
         mut pe: PoolElement,
     ) {
         let pe_id = pe.id;
+        let asked = pe.policy.policy_type();
         let reject = |r: &mut Self, pool: PoolHandle, cause: ErrorCause| {
+            let detail = match cause.code {
+                CauseCode::InconsistentPoolingPolicy => match r.space.pool(&pool) {
+                    Some(p) => format!(
+                        "the pool's policy is {}, the PE asked for {}",
+                        p.policy_type().short_name(),
+                        asked.short_name()
+                    ),
+                    None => cause.code.name().to_string(),
+                },
+                c => c.name().to_string(),
+            };
             r.out.event(RegistrarEvent::RegistrationRejected {
                 pool: pool.clone(),
                 pe: pe_id,
                 cause: cause.code.code(),
+                detail,
             });
             r.reply(
                 assoc,

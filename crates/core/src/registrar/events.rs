@@ -48,6 +48,8 @@ pub enum RegistrarEvent {
         pe: PeId,
         /// The Operation Error cause code sent back.
         cause: u16,
+        /// What conflicted, in words (for logs).
+        detail: String,
     },
     /// A PE left the handlespace.
     Removed {

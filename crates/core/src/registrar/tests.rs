@@ -1282,3 +1282,26 @@ fn peers_count_for_balancing_only_when_settled() {
     assert_eq!(view(&r, 75_000), 0);
     assert_eq!(view(&r, 76_000), 1);
 }
+
+/// A refusal says what conflicted, in words (issue 12).
+#[test]
+fn inconsistent_policy_refusal_names_the_pools_policy() {
+    let mut r = registrar(RegistrarConfig::default());
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    register(&mut r, t(0), PE_ASSOC, element(1, 1, Policy::RoundRobin));
+    events(&mut r);
+    register(
+        &mut r,
+        t(1),
+        PE_ASSOC,
+        element(2, 1, Policy::LeastUsed { load: 1 }),
+    );
+    let detail = events(&mut r)
+        .into_iter()
+        .find_map(|e| match e {
+            RegistrarEvent::RegistrationRejected { detail, .. } => Some(detail),
+            _ => None,
+        })
+        .expect("a refusal");
+    assert_eq!(detail, "the pool's policy is RR, the PE asked for LU");
+}
