@@ -300,6 +300,19 @@ impl Setup {
         self.procs.procs[self.reg].status()
     }
 
+    /// The registrar's resident memory in KiB (from /proc).
+    fn registrar_rss_kib(&self) -> u64 {
+        let pid = self.procs.procs[self.reg].child.id();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     fn refused(&self) -> u64 {
         number(&self.status(), "refused").expect("refused= in the status line")
     }
@@ -882,6 +895,24 @@ fn enrp_from_strangers_is_refused() {
     s.wait_refused(before + 20, "20 ENRP_PRESENCEs");
     s.assert_pe_resolvable("20 ENRP_PRESENCEs");
 
+    // 7b. A peer-table exhaustion attempt: 2,000 PRESENCEs with fresh server
+    // IDs. The bound that is deterministic is asserted (no peer, every one
+    // refused); memory is reported.
+    let before = s.refused();
+    let rss_before = s.registrar_rss_kib();
+    rt.block_on(async {
+        for k in 0..2_000u32 {
+            e.send_enrp(presence(pr(0x0BAD_4000 + k), attacker)).await;
+        }
+    });
+    s.wait_refused(before + 2_000, "2,000 ENRP_PRESENCEs");
+    assert!(s.status().contains("peers=0 []"), "{}", s.status());
+    eprintln!(
+        "2,000 presences: registrar RSS {rss_before} KiB before, {} KiB after",
+        s.registrar_rss_kib()
+    );
+    s.assert_pe_resolvable("2,000 ENRP_PRESENCEs");
+
     // 4. ENRP (PPID 12) on the ASAP endpoint: dropped before the trust
     // model sees it (the ASAP endpoint speaks ASAP only: not even counted as
     // refused), and not answered.
@@ -935,6 +966,7 @@ fn resolution_flood_is_rate_limited() {
     let rt = runtime();
     let mut a = rt.block_on(Attacker::connect(s.attacker, s.asap_endpoint()));
     let before = s.refused();
+    let rss_before = s.registrar_rss_kib();
 
     // The legitimate pool user resolves over and over, back to back, from
     // before the flood until after it (start, end, outcome of each run).
@@ -988,6 +1020,7 @@ fn resolution_flood_is_rate_limited() {
             }
         }
         let sent_in = t0.elapsed();
+        let rss_during = s.registrar_rss_kib();
         // The rest: until nothing more comes for a second.
         while let Some(r) = a.recv(Duration::from_secs(1)).await {
             count(Some(r), &mut answered);
@@ -995,7 +1028,11 @@ fn resolution_flood_is_rate_limited() {
                 break;
             }
         }
-        eprintln!("flood of {FLOOD} resolutions sent in {sent_in:?}");
+        eprintln!(
+            "flood of {FLOOD} resolutions sent in {sent_in:?}; registrar RSS {rss_before} KiB \
+             before, {rss_during} KiB at the end of sending, {} KiB after",
+            s.registrar_rss_kib()
+        );
         let last = last_answer.map_or(Duration::ZERO, |t| t.duration_since(t0));
         (t0, answered, last, other)
     });
