@@ -52,6 +52,14 @@ pub struct TransportArgs {
     /// Longest SCTP association set-up [default: 5s].
     #[arg(long, value_name = "DUR")]
     pub sctp_handshake_timeout: Option<Dur>,
+    /// Most associations peers at one IP address may open here (SCTP over
+    /// UDP) [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_associations_per_source: Option<usize>,
+    /// Most bytes queued for sending on one association before messages
+    /// are dropped (SCTP over UDP) [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub max_queued_bytes: Option<usize>,
 }
 
 impl TransportArgs {
@@ -66,6 +74,10 @@ impl TransportArgs {
                 .or(file.sctp_heartbeat_interval),
             sctp_dead_peer_timeout: self.sctp_dead_peer_timeout.or(file.sctp_dead_peer_timeout),
             sctp_handshake_timeout: self.sctp_handshake_timeout.or(file.sctp_handshake_timeout),
+            max_associations_per_source: self
+                .max_associations_per_source
+                .or(file.max_associations_per_source),
+            max_queued_bytes: self.max_queued_bytes.or(file.max_queued_bytes),
         }
     }
 
@@ -96,6 +108,12 @@ impl TransportArgs {
         if let Some(d) = self.sctp_handshake_timeout {
             t.handshake_timeout = d.0;
         }
+        if let Some(n) = self.max_associations_per_source {
+            t.max_associations_per_source = n;
+        }
+        if let Some(n) = self.max_queued_bytes {
+            t.max_queued_bytes = n;
+        }
         for (name, d) in [
             ("sctp-heartbeat-interval", t.heartbeat_interval),
             ("sctp-dead-peer-timeout", t.dead_peer_timeout),
@@ -105,6 +123,7 @@ impl TransportArgs {
                 return Err(format!("{name} must be positive"));
             }
         }
+        t.validate().map_err(|e| e.to_string())?;
         Ok(t)
     }
 
