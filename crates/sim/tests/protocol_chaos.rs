@@ -1189,11 +1189,8 @@ fn protocol_invariants_hold_after_random_faults() {
 
 /// Seeds (of 1..=1000) that still fail, with what happens: open protocol
 /// bugs, listed so that the test catches every new failure and every fix.
-const KNOWN_FAILURES: &[(u64, &str)] = &[
-    (
-        80,
-        "relapse: a PE re-homed twice within 5 ms right after the heal \
+const KNOWN_FAILURES: &[(u64, &str)] = &[(
+    80,
+    "relapse: a PE re-homed twice within 5 ms right after the heal \
          (hunt, then a suggestion) is missing at one registrar for 2 s",
-    ),
-    (949, "relapse after the heal (not yet analysed)"),
-];
+)];

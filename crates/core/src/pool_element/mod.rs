@@ -376,6 +376,9 @@ impl PoolElement {
             self.timers.cancel(&t);
         }
         let attempt = self.attempt.take();
+        if let Some(att) = &attempt {
+            self.abandon_open(att);
+        }
         // A REGISTRATION in flight on a live association may be accepted
         // there, so that is where to deregister when there is no home.
         let target = self
@@ -467,8 +470,20 @@ impl PoolElement {
     fn begin(&mut self, now: Instant, attempt: Attempt) {
         self.timers.cancel(&Timer::Connect);
         self.timers.cancel(&Timer::Registration);
-        self.attempt = Some(attempt);
+        if let Some(old) = self.attempt.replace(attempt) {
+            self.abandon_open(&old);
+        }
         self.send_registration(now);
+    }
+
+    /// An attempt given up while its association was still being opened:
+    /// its REGISTRATION must not arrive later (a home the PE does not know).
+    fn abandon_open(&mut self, att: &Attempt) {
+        if att.assoc.is_none() {
+            self.outbox.send(Transmit::Abandon {
+                to: att.addrs.clone(),
+            });
+        }
     }
 
     /// Sends (or resends) the attempt's REGISTRATION and arms its timer:
@@ -945,10 +960,9 @@ impl Machine for PoolElement {
                     // The open may still succeed (SCTP retries INIT far
                     // longer than T5): the REGISTRATION queued on it must
                     // not reach that registrar after we moved on.
-                    if let Some(att) = self.attempt.as_ref().filter(|a| a.assoc.is_none()) {
-                        self.outbox.send(Transmit::Abandon {
-                            to: att.addrs.clone(),
-                        });
+                    if let Some(att) = self.attempt.take() {
+                        self.abandon_open(&att);
+                        self.attempt = Some(att);
                     }
                     self.attempt_failed(now);
                 }
