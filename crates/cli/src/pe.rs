@@ -225,7 +225,7 @@ async fn serve(mut plan: Plan, kind: BackendKind) -> ExitCode {
         plan.config.policy,
         asap.local_addrs(),
     );
-    let searching = searching(&plan);
+    let searching = crate::node::hunt_description(&plan.config.hunt.registrars, plan.announce);
     let (mut node, mut events) = Node::spawn(pe, Endpoints { asap, enrp: None }, announce);
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -313,30 +313,6 @@ async fn deregister(
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// Where the PE looks for a registrar, for the progress lines.
-fn searching(plan: &Plan) -> String {
-    let mut parts = Vec::new();
-    let list: Vec<String> = plan
-        .config
-        .hunt
-        .registrars
-        .iter()
-        .map(|r| {
-            r.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect();
-    if !list.is_empty() {
-        parts.push(format!("asking {}", list.join(" then ")));
-    }
-    if let Some(a) = plan.announce {
-        parts.push(format!("listening for registrar announces on {a}"));
-    }
-    parts.join("; ")
 }
 
 /// Logs one event; false if the PE cannot go on (its registration was refused).

@@ -183,7 +183,14 @@ async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
         else {
             break;
         };
-        let line = match answer(&mut node, &mut events, request, &searching(&plan)).await {
+        let line = match answer(
+            &mut node,
+            &mut events,
+            request,
+            &crate::node::hunt_description(&plan.config.hunt.registrars, plan.announce),
+        )
+        .await
+        {
             Ok(from_cache) => {
                 let pool = plan.pool.clone();
                 match node
@@ -259,30 +266,6 @@ async fn answer(
             other => tracing::debug!(event = ?other, "event"),
         }
     }
-}
-
-/// Where the PU looks for a registrar, for the progress lines.
-fn searching(plan: &Plan) -> String {
-    let mut parts = Vec::new();
-    if !plan.config.hunt.registrars.is_empty() {
-        let list: Vec<String> = plan
-            .config
-            .hunt
-            .registrars
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .collect();
-        parts.push(format!("asking {}", list.join(" then ")));
-    }
-    if let Some(a) = plan.announce {
-        parts.push(format!("listening for registrar announces on {a}"));
-    }
-    parts.join("; ")
 }
 
 /// Why a resolution failed, for the `resolution failed: ...` line.

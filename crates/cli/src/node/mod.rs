@@ -18,6 +18,32 @@ use tokio::sync::{mpsc, oneshot};
 /// Exit code of a configuration that cannot work (as clap's usage errors).
 pub const EXIT_CONFIG: u8 = 2;
 
+/// Where a PE or PU looks for a registrar, for its progress lines:
+/// "asking 10.0.0.1:3863 then 10.0.0.2:3863; listening for registrar
+/// announces on 239.0.0.50:3863".
+pub fn hunt_description(
+    registrars: &[Vec<std::net::SocketAddr>],
+    announce: Option<std::net::SocketAddr>,
+) -> String {
+    let mut parts = Vec::new();
+    let list: Vec<String> = registrars
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    if !list.is_empty() {
+        parts.push(format!("asking {}", list.join(" then ")));
+    }
+    if let Some(a) = announce {
+        parts.push(format!("listening for registrar announces on {a}"));
+    }
+    parts.join("; ")
+}
+
 /// Reports a start-up failure on one line and returns exit code 2.
 pub fn config_error(reason: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {reason}");
