@@ -376,8 +376,8 @@ impl PoolElement {
             self.timers.cancel(&t);
         }
         let attempt = self.attempt.take();
-        if let Some(att) = &attempt {
-            self.abandon_open(att);
+        if let Some(t) = attempt.as_ref().and_then(abandonment) {
+            self.outbox.send(t);
         }
         // A REGISTRATION in flight on a live association may be accepted
         // there, so that is where to deregister when there is no home.
@@ -470,20 +470,10 @@ impl PoolElement {
     fn begin(&mut self, now: Instant, attempt: Attempt) {
         self.timers.cancel(&Timer::Connect);
         self.timers.cancel(&Timer::Registration);
-        if let Some(old) = self.attempt.replace(attempt) {
-            self.abandon_open(&old);
+        if let Some(t) = self.attempt.replace(attempt).as_ref().and_then(abandonment) {
+            self.outbox.send(t);
         }
         self.send_registration(now);
-    }
-
-    /// An attempt given up while its association was still being opened:
-    /// its REGISTRATION must not arrive later (a home the PE does not know).
-    fn abandon_open(&mut self, att: &Attempt) {
-        if att.assoc.is_none() {
-            self.outbox.send(Transmit::Abandon {
-                to: att.addrs.clone(),
-            });
-        }
     }
 
     /// Sends (or resends) the attempt's REGISTRATION and arms its timer:
@@ -960,9 +950,8 @@ impl Machine for PoolElement {
                     // The open may still succeed (SCTP retries INIT far
                     // longer than T5): the REGISTRATION queued on it must
                     // not reach that registrar after we moved on.
-                    if let Some(att) = self.attempt.take() {
-                        self.abandon_open(&att);
-                        self.attempt = Some(att);
+                    if let Some(t) = self.attempt.as_ref().and_then(abandonment) {
+                        self.outbox.send(t);
                     }
                     self.attempt_failed(now);
                 }
@@ -1026,4 +1015,13 @@ fn with_load(policy: &Policy, load: u32) -> Option<Policy> {
         _ => return None,
     }
     Some(p)
+}
+
+/// For an attempt given up while its association was still being opened:
+/// the `Abandon` that keeps its REGISTRATION from arriving later (at a home
+/// the PE would not know of).
+fn abandonment(att: &Attempt) -> Option<Transmit> {
+    att.assoc.is_none().then(|| Transmit::Abandon {
+        to: att.addrs.clone(),
+    })
 }

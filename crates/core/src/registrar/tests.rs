@@ -787,15 +787,7 @@ fn checksum_mismatch_starts_an_own_children_only_resync() {
         &mut r,
         t(1),
         PEER_ASSOC,
-        Message::Enrp(EnrpMessage::Presence {
-            servers: Servers {
-                sender: pr(200),
-                receiver: None,
-            },
-            reply_required: false,
-            checksum: Some(0x1234),
-            server_info: None,
-        }),
+        presence_with_checksum(200, 0x1234),
     );
     let out = drain(&mut r);
     assert!(enrp_sent(&out).iter().any(|(_, m)| matches!(
@@ -834,6 +826,19 @@ fn checksum_mismatch_starts_an_own_children_only_resync() {
 }
 
 // ----- RFC 5355 trust model: what a stranger on the network cannot do -----
+
+/// A PRESENCE announcing `checksum` for the sender's PEs.
+fn presence_with_checksum(sender: u32, checksum: u16) -> Message {
+    Message::Enrp(EnrpMessage::Presence {
+        servers: Servers {
+            sender: pr(sender),
+            receiver: None,
+        },
+        reply_required: false,
+        checksum: Some(checksum),
+        server_info: None,
+    })
+}
 
 fn presence_from(sender: u32) -> Message {
     Message::Enrp(EnrpMessage::Presence {
@@ -1157,15 +1162,7 @@ fn stale_table_page_does_not_override_a_newer_registration() {
             &mut r,
             t(2),
             PEER_ASSOC,
-            Message::Enrp(EnrpMessage::Presence {
-                servers: Servers {
-                    sender: pr(200),
-                    receiver: None,
-                },
-                reply_required: false,
-                checksum: Some(0x1234),
-                server_info: None,
-            }),
+            presence_with_checksum(200, 0x1234),
         );
         drain(&mut r);
         let page = |sender: u32, with_pe: bool| {
