@@ -99,6 +99,11 @@ impl Registrar {
         let Some(a) = self.associations.get(&assoc) else {
             return false;
         };
+        if a.registrar == Some(sender) && self.peers.get(sender).is_some() {
+            // Admitted on this association before: the check is per
+            // association, not per message (updates arrive by the thousand).
+            return true;
+        }
         let refusal = if !self.admission.admits(&a.peer) {
             Some(super::Refusal::EnrpStranger)
         } else if a.registrar.is_some_and(|r| r != sender) {
