@@ -351,6 +351,11 @@ fn log_event(e: &PoolElementEvent) -> bool {
         E::PeerError { causes, .. } => {
             warn!("registrar reported an error: {}", causes_text(causes))
         }
+        E::SessionOpened { .. }
+        | E::SessionData { .. }
+        | E::CookieEcho { .. }
+        | E::BusinessCard { .. }
+        | E::SessionClosed { .. } => {}
     }
     true
 }

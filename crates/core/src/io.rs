@@ -80,6 +80,26 @@ pub enum Transmit {
         /// What.
         message: Message,
     },
+    /// Send application data: the payload of a session between a pool
+    /// user and a pool element, carried beside ASAP on the same
+    /// association under the application's own payload protocol.
+    Data {
+        /// Where.
+        to: Destination,
+        /// The application's payload protocol identifier (never ASAP's or ENRP's).
+        ppid: u32,
+        /// Deliver unordered (ASAP_SCTP_UNORDER).
+        unordered: bool,
+        /// The message.
+        data: bytes::Bytes,
+    },
+    /// Open an association to the endpoint at these addresses without
+    /// sending anything yet (reported with [`AssociationEvent::Up`]); does
+    /// nothing if one is already up or opening.
+    Connect {
+        /// The peer's addresses.
+        to: Vec<SocketAddr>,
+    },
     /// Send a datagram to the announce channel (multicast or configured unicast list).
     Announce {
         /// The ASAP_SERVER_ANNOUNCE or ENRP_PRESENCE to announce.

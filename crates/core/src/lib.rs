@@ -23,6 +23,7 @@ mod outbox;
 pub mod pool_element;
 pub mod pool_user;
 pub mod registrar;
+pub mod session;
 mod time;
 mod timer;
 
@@ -31,6 +32,7 @@ pub use io::{AssocId, AssociationEvent, Destination, DownReason, Transmit};
 pub use life::LifeUnit;
 pub use pool_element::{PoolElement, PoolElementConfig, PoolElementEvent};
 pub use pool_user::{PoolUser, PoolUserConfig, PoolUserEvent};
+pub use session::{SendError, SendOptions, SessionId};
 pub use time::Instant;
 
 use bytes::Bytes;

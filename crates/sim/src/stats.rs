@@ -97,9 +97,15 @@ pub struct Stats {
     /// Associations that came up.
     pub associations_up: u64,
     down: [u64; 4],
+    /// Application messages of sessions sent on associations.
+    pub app_data: Counter,
 }
 
 impl Stats {
+    pub(crate) fn count_data(&mut self, bytes: usize) {
+        self.app_data.add(bytes);
+    }
+
     pub(crate) fn count_sent(&mut self, kind: MessageKind, bytes: usize) {
         self.sent[kind.slot()].add(bytes);
     }

@@ -52,11 +52,27 @@ impl<M: Machine + 'static> World<M> {
     /// Like `sendmsg` on a one-to-many socket: the association to the
     /// endpoint that has one of `addrs`, opened if there is none.
     fn send_to(&mut self, id: NodeId, addrs: &[SocketAddr], ppid: u32, data: Bytes) {
+        if let Some((serial, side)) = self.association_to(id, addrs) {
+            self.enqueue(serial, side, Item::Data { ppid, data });
+        }
+    }
+
+    /// `Transmit::Connect`: the association to the endpoint at `addrs`,
+    /// opened if there is none, with nothing sent yet.
+    pub(crate) fn connect(&mut self, id: NodeId, addrs: &[SocketAddr]) {
+        self.association_to(id, addrs);
+    }
+
+    /// The association (serial, this node's side) to the node that has one
+    /// of `addrs`, opened if there is none; `None` if no node has them.
+    fn association_to(&mut self, id: NodeId, addrs: &[SocketAddr]) -> Option<(u64, usize)> {
         let Some(target) = addrs.iter().find_map(|a| self.by_addr.get(a).copied()) else {
-            return self.send_nowhere(id, addrs);
+            self.send_nowhere(id, addrs);
+            return None;
         };
         if target == id {
-            return self.refuse(id, "send to its own addresses", None);
+            self.refuse(id, "send to its own addresses", None);
+            return None;
         }
         let current = self.assocs.pairs.get(&pair(id, target)).copied();
         let serial = match current {
@@ -90,7 +106,7 @@ impl<M: Machine + 'static> World<M> {
         if a.ends[side].state == EndState::Pending {
             a.ends[side].opened = true;
         }
-        self.enqueue(serial, side, Item::Data { ppid, data });
+        Some((serial, side))
     }
 
     /// Addresses of no node: the INITs go unanswered until the handshake

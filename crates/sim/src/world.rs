@@ -233,6 +233,11 @@ impl<M: Machine + 'static> World<M> {
                     .count_announced(MessageKind::of(&message), data.len());
                 self.announce(id, message.ppid(), data);
             }
+            Transmit::Data { to, ppid, data, .. } => {
+                self.stats.count_data(data.len());
+                self.send(id, to, ppid, data);
+            }
+            Transmit::Connect { to } => self.connect(id, &to),
             Transmit::Close { assoc, abort } => self.close(id, assoc, abort),
             Transmit::Abandon { to } => self.abandon(id, &to),
         }

@@ -41,6 +41,9 @@ pub struct PoolElementConfig {
     pub max_reg_attempt: u32,
     /// Registrar discovery and hunt.
     pub hunt: HuntConfig,
+    /// Send ASAP_BUSINESS_CARD (this PE's pool handle and parameter) when a
+    /// pool user starts a session (RFC 5352 §3.9 says a PE should). Default on.
+    pub business_card: bool,
 }
 
 impl PoolElementConfig {
@@ -58,6 +61,7 @@ impl PoolElementConfig {
             t4_reregistration: None,
             max_reg_attempt: 2,
             hunt: HuntConfig::default(),
+            business_card: true,
         }
     }
 

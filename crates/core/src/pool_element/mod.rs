@@ -11,6 +11,7 @@
 //! between (TAKEOVER-SUGGESTION.md §6).
 
 mod config;
+mod session;
 #[cfg(test)]
 mod tests;
 
@@ -22,13 +23,14 @@ use crate::asap_client::screen::screen;
 use crate::asap_client::{AnnounceStats, ClientConfigError, InboundStats, same_endpoint};
 use crate::io::{AssocId, AssociationEvent, Destination, DownReason, Transmit};
 use crate::outbox::Outbox;
+use crate::session::SessionId;
 use crate::time::Instant;
 use crate::timer::Timers;
 use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rserpool_wire::{self as wire, AsapMessage, ErrorCause, PeId, Policy, PrId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 /// What the pool element reports to its application.
@@ -106,6 +108,48 @@ pub enum PoolElementEvent {
         /// The causes.
         causes: Vec<ErrorCause>,
     },
+    /// A pool user started a session (its first data, cookie echo or
+    /// business card arrived; the PE has sent its business card).
+    SessionOpened {
+        /// The session.
+        session: SessionId,
+        /// The pool user's addresses.
+        peer: Vec<SocketAddr>,
+    },
+    /// Application data arrived on a session.
+    SessionData {
+        /// The session.
+        session: SessionId,
+        /// Its payload protocol identifier.
+        ppid: u32,
+        /// The message.
+        data: Bytes,
+    },
+    /// A pool user that failed over to this PE presented the cookie of the
+    /// PE it came from (ASAP_COOKIE_ECHO): the state to continue from.
+    /// It arrives before any data of the session.
+    CookieEcho {
+        /// The session.
+        session: SessionId,
+        /// The cookie, as the previous PE sent it (verify before trusting it).
+        cookie: Bytes,
+    },
+    /// A pool user that is itself a PE of another pool sent its business card.
+    BusinessCard {
+        /// The session.
+        session: SessionId,
+        /// The pool the pool user serves in.
+        pool_handle: wire::PoolHandle,
+        /// Its PEs in failover order.
+        pool_elements: Vec<wire::PoolElement>,
+    },
+    /// A session ended.
+    SessionClosed {
+        /// The session.
+        session: SessionId,
+        /// Why its association went down; `None` when this PE closed it.
+        reason: Option<DownReason>,
+    },
 }
 
 /// Why the PE gave up its home registrar.
@@ -154,6 +198,16 @@ pub struct PoolElementStats {
     pub registrations_expired: u64,
     /// DEREGISTRATION messages sent.
     pub deregistrations_sent: u64,
+    /// Sessions pool users started.
+    pub sessions_opened: u64,
+    /// Application messages received on sessions.
+    pub session_messages_received: u64,
+    /// Application messages sent on sessions.
+    pub session_messages_sent: u64,
+    /// ASAP_COOKIEs sent.
+    pub cookies_sent: u64,
+    /// ASAP_COOKIE_ECHOs received.
+    pub cookie_echoes_received: u64,
 }
 
 /// Where the PE stands.
@@ -236,6 +290,8 @@ pub struct PoolElement {
     waiting_reported: bool,
     /// Associations that are up, with their peer addresses.
     assocs: BTreeMap<AssocId, Vec<SocketAddr>>,
+    /// The associations that carry sessions with pool users.
+    sessions: BTreeSet<AssocId>,
     hunt: RegistrarHunt,
     timers: Timers<Timer>,
     outbox: Outbox<PoolElementEvent>,
@@ -273,6 +329,7 @@ impl PoolElement {
             pending_update: false,
             waiting_reported: false,
             assocs: BTreeMap::new(),
+            sessions: BTreeSet::new(),
             timers: Timers::default(),
             outbox: Outbox::default(),
             stats: PoolElementStats::default(),
@@ -496,14 +553,7 @@ impl PoolElement {
         };
         let message = AsapMessage::Registration {
             pool_handle: self.config.pool_handle.clone(),
-            pool_element: wire::PoolElement {
-                id: self.pe_id,
-                home_registrar: None,
-                registration_life: self.config.wire_life(),
-                user_transport: self.config.user_transport.clone(),
-                policy: self.policy.clone(),
-                asap_transport: None,
-            },
+            pool_element: self.own_parameter(),
         };
         self.stats.registrations_sent += 1;
         self.send(to, message);
@@ -811,6 +861,18 @@ impl PoolElement {
 
     // ----- helpers -----
 
+    /// This PE as a Pool Element parameter (in REGISTRATION and business cards).
+    fn own_parameter(&self) -> wire::PoolElement {
+        wire::PoolElement {
+            id: self.pe_id,
+            home_registrar: None,
+            registration_life: self.config.wire_life(),
+            user_transport: self.config.user_transport.clone(),
+            policy: self.policy.clone(),
+            asap_transport: None,
+        }
+    }
+
     fn send(&mut self, to: Destination, message: AsapMessage) {
         tracing::trace!(pe = %self.pe_id, ?to, %message, "send");
         self.outbox.send(Transmit::asap(to, message));
@@ -837,6 +899,12 @@ impl Machine for PoolElement {
     type Event = PoolElementEvent;
 
     fn handle_data(&mut self, now: Instant, assoc: AssocId, ppid: u32, data: Bytes) {
+        if ppid != wire::PPID_ASAP
+            && ppid != wire::PPID_ENRP
+            && self.on_session_data(assoc, ppid, data.clone())
+        {
+            return;
+        }
         let Some(message) = screen(
             assoc,
             ppid,
@@ -872,6 +940,22 @@ impl Machine for PoolElement {
                 pool_handle,
                 pe_id,
             } => self.on_keep_alive(now, assoc, home, server_id, pool_handle, pe_id),
+            AsapMessage::CookieEcho { cookie } => {
+                if !self.on_cookie_echo(assoc, cookie) {
+                    self.stats.inbound.unexpected += 1;
+                    tracing::debug!(pe = %self.pe_id, ?assoc, "ASAP_COOKIE_ECHO from a registrar dropped");
+                }
+            }
+            AsapMessage::BusinessCard {
+                pool_handle,
+                pool_elements,
+                ..
+            } => {
+                if !self.on_business_card(assoc, pool_handle, pool_elements) {
+                    self.stats.inbound.unexpected += 1;
+                    tracing::debug!(pe = %self.pe_id, ?assoc, "ASAP_BUSINESS_CARD from a registrar dropped");
+                }
+            }
             AsapMessage::Error { causes } => {
                 self.stats.inbound.errors_received += 1;
                 tracing::debug!(pe = %self.pe_id, ?assoc, ?causes, "ASAP_ERROR received");
@@ -907,6 +991,7 @@ impl Machine for PoolElement {
             AssociationEvent::Down { assoc, reason } => {
                 let peer = self.assocs.remove(&assoc);
                 let known = peer.is_some();
+                self.on_session_down(assoc, reason);
                 if self.phase == Phase::Deregistering(assoc) {
                     self.finish_deregistration(false, Vec::new());
                 } else if self.home() == Some(assoc) {

@@ -2,6 +2,7 @@
 //! and timers out. Test names cite CONFORMANCE.md IDs.
 
 use super::*;
+use crate::session::SendError;
 use rand::SeedableRng;
 use rserpool_wire::{
     CauseCode, EnrpMessage, PPID_ASAP, PPID_ENRP, PoolHandle, Servers, TransportAddress,
@@ -856,5 +857,130 @@ fn t5_abandons_the_open() {
         tx.iter()
             .any(|t| matches!(t, Transmit::Abandon { to } if to == &vec![addr(PR1)])),
         "{tx:?}"
+    );
+}
+
+// ----- sessions (RFC 5352 §3.8-§3.9) -----
+
+const PU: &str = "10.2.0.1:40000";
+
+#[test]
+fn a64_a70_a_pool_users_first_data_opens_a_session_and_the_business_card_goes_first() {
+    let mut pe = registered();
+    up(&mut pe, s(2), A2, PU);
+    assert!(
+        transmits(&mut pe).is_empty(),
+        "an association alone is not a session"
+    );
+    pe.handle_data(s(2), A2, 1234, Bytes::from_static(b"hello"));
+    let tx = transmits(&mut pe);
+    let (to, card) = asap(&tx[0]);
+    assert_eq!(to, Destination::Association(A2));
+    match card {
+        AsapMessage::BusinessCard {
+            pool_handle,
+            pool_elements,
+            ..
+        } => {
+            assert_eq!(pool_handle, handle());
+            assert_eq!(pool_elements[0].id, ID);
+        }
+        other => panic!("expected a business card, got {other}"),
+    }
+    let session = SessionId(A2.0);
+    assert_eq!(
+        events(&mut pe),
+        vec![
+            PoolElementEvent::SessionOpened {
+                session,
+                peer: vec![addr(PU)]
+            },
+            PoolElementEvent::SessionData {
+                session,
+                ppid: 1234,
+                data: Bytes::from_static(b"hello")
+            },
+        ]
+    );
+    pe.send_data(session, 1234, Bytes::from_static(b"hi"), false)
+        .unwrap();
+    pe.send_cookie(session, Bytes::from_static(b"state"))
+        .unwrap();
+    let tx = transmits(&mut pe);
+    assert_eq!(
+        tx[0],
+        Transmit::Data {
+            to: Destination::Association(A2),
+            ppid: 1234,
+            unordered: false,
+            data: Bytes::from_static(b"hi")
+        }
+    );
+    assert_eq!(
+        asap(&tx[1]).1,
+        AsapMessage::Cookie {
+            cookie: Bytes::from_static(b"state")
+        }
+    );
+    pe.handle_association(
+        s(3),
+        AssociationEvent::Down {
+            assoc: A2,
+            reason: DownReason::Aborted,
+        },
+    );
+    assert_eq!(
+        events(&mut pe),
+        vec![PoolElementEvent::SessionClosed {
+            session,
+            reason: Some(DownReason::Aborted)
+        }]
+    );
+    assert_eq!(
+        pe.send_data(session, 1234, Bytes::new(), false),
+        Err(SendError::UnknownSession)
+    );
+}
+
+#[test]
+fn a63_a_cookie_echo_reaches_the_application_before_the_sessions_data() {
+    let mut pe = registered();
+    up(&mut pe, s(2), A2, PU);
+    feed(
+        &mut pe,
+        s(2),
+        A2,
+        AsapMessage::CookieEcho {
+            cookie: Bytes::from_static(b"c2"),
+        },
+    );
+    pe.handle_data(s(2), A2, 7, Bytes::from_static(b"next"));
+    let ev = events(&mut pe);
+    assert!(matches!(ev[0], PoolElementEvent::SessionOpened { .. }));
+    assert_eq!(
+        ev[1],
+        PoolElementEvent::CookieEcho {
+            session: SessionId(A2.0),
+            cookie: Bytes::from_static(b"c2")
+        }
+    );
+    assert!(matches!(
+        ev[2],
+        PoolElementEvent::SessionData { ppid: 7, .. }
+    ));
+}
+
+#[test]
+fn a03_data_on_the_registrars_association_or_with_a_reserved_ppid_is_no_session() {
+    let mut pe = registered();
+    pe.handle_data(s(2), A1, 1234, Bytes::from_static(b"x"));
+    assert!(events(&mut pe).is_empty());
+    assert_eq!(pe.stats().inbound.foreign_ppid, 1);
+    up(&mut pe, s(2), A2, PU);
+    pe.handle_data(s(2), A2, 1, Bytes::from_static(b"x"));
+    let session = SessionId(A2.0);
+    assert_eq!(
+        pe.send_data(session, PPID_ASAP, Bytes::new(), false),
+        Err(SendError::ReservedPpid(PPID_ASAP))
     );
 }

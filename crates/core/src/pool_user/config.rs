@@ -28,6 +28,33 @@ pub struct PoolUserConfig {
     pub handle_resolution_items: Option<u32>,
     /// Registrar discovery and hunt.
     pub hunt: HuntConfig,
+    /// Sessions with pools.
+    pub session: SessionConfig,
+}
+
+/// How a pool user's sessions connect and wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How long the association to a chosen PE may take to come up before
+    /// the session fails over to another. Default 5 s (the SCTP handshake
+    /// timeout of the transports' defaults).
+    pub connect_timeout: Duration,
+    /// The pause before a session that found no usable PE resolves the
+    /// pool again. Default 1 s.
+    pub retry_interval: Duration,
+    /// Most bytes of application messages a session holds while it has no
+    /// working association; sends beyond fail with `QueueFull`. Default 1 MiB.
+    pub max_queued_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(1),
+            max_queued_bytes: 1 << 20,
+        }
+    }
 }
 
 impl Default for PoolUserConfig {
@@ -38,6 +65,7 @@ impl Default for PoolUserConfig {
             max_request_retransmit: 2,
             handle_resolution_items: None,
             hunt: HuntConfig::default(),
+            session: SessionConfig::default(),
         }
     }
 }
@@ -46,6 +74,8 @@ impl PoolUserConfig {
     /// Checks that the configuration can work.
     pub fn validate(&self) -> Result<(), ClientConfigError> {
         nonzero("t1_enrp_request", self.t1_enrp_request)?;
+        nonzero("session.connect_timeout", self.session.connect_timeout)?;
+        nonzero("session.retry_interval", self.session.retry_interval)?;
         if self.handle_resolution_items == Some(0) {
             return Err(ClientConfigError::new(
                 "handle_resolution_items",

@@ -8,14 +8,19 @@
 //! (RFC 5352 §3.7.2: resend, and hunt in parallel); whichever answers
 //! becomes home. One request per pool is outstanding at a time: further
 //! [`PoolUser::resolve`] calls for that pool wait on it.
+//!
+//! On top of that, sessions ([`PoolUser::open_session`]): conversations
+//! with a pool that fail over between its PEs (see the `session` module).
 
 mod cache;
 mod config;
+mod session;
 #[cfg(test)]
 mod tests;
 
 pub use cache::CachedPool;
-pub use config::PoolUserConfig;
+pub use config::{PoolUserConfig, SessionConfig};
+pub use session::{BusinessCard, FailoverReason};
 
 use crate::Machine;
 use crate::asap_client::hunt::{Learned, RegistrarHunt};
@@ -23,6 +28,7 @@ use crate::asap_client::screen::screen;
 use crate::asap_client::{AnnounceStats, ClientConfigError, InboundStats, same_endpoint};
 use crate::io::{AssocId, AssociationEvent, Destination, Transmit};
 use crate::outbox::Outbox;
+use crate::session::SessionId;
 use crate::time::Instant;
 use crate::timer::Timers;
 use bytes::Bytes;
@@ -63,12 +69,58 @@ pub enum PoolUserEvent {
         /// Why.
         reason: ResolutionFailure,
     },
-    /// A registrar sent ASAP_ERROR.
+    /// A registrar (or a session's PE) sent ASAP_ERROR.
     PeerError {
         /// The association it came on.
         assoc: AssocId,
         /// The causes.
         causes: Vec<ErrorCause>,
+    },
+    /// A session's association to a PE is up (at first, and after each
+    /// failover); messages that waited have been sent.
+    SessionConnected {
+        /// The session.
+        session: SessionId,
+        /// The PE now serving it.
+        pe_id: PeId,
+        /// Whether the newest cookie went to it first (ASAP_COOKIE_ECHO).
+        cookie_echoed: bool,
+    },
+    /// Application data from the session's PE.
+    SessionData {
+        /// The session.
+        session: SessionId,
+        /// Its payload protocol identifier.
+        ppid: u32,
+        /// The message.
+        data: Bytes,
+    },
+    /// A session left a PE and is connecting to another
+    /// ([`Self::SessionConnected`] follows when it is up).
+    Failover {
+        /// The session.
+        session: SessionId,
+        /// The PE left.
+        from: PeId,
+        /// The PE chosen next.
+        to: PeId,
+        /// Why the session left `from`.
+        reason: FailoverReason,
+    },
+    /// A session found no PE to connect to; it tries again at `retry_at`
+    /// (messages sent with failover keep waiting).
+    SessionUnavailable {
+        /// The session.
+        session: SessionId,
+        /// Why no PE was found.
+        reason: ResolutionFailure,
+        /// When the session resolves the pool again.
+        retry_at: Instant,
+    },
+    /// A session was closed ([`PoolUser::close_session`]).
+    SessionClosed {
+        /// The session.
+        session: SessionId,
     },
 }
 
@@ -122,6 +174,20 @@ pub struct PoolUserStats {
     pub unreachable_reported: u64,
     /// Unreachable reports not sent: already reported, PE unknown, or no registrar.
     pub unreachable_suppressed: u64,
+    /// Sessions opened.
+    pub sessions_opened: u64,
+    /// Failovers of sessions from one PE to another.
+    pub failovers: u64,
+    /// Application messages sent on sessions.
+    pub session_messages_sent: u64,
+    /// Application messages received on sessions.
+    pub session_messages_received: u64,
+    /// ASAP_COOKIEs received.
+    pub cookies_received: u64,
+    /// ASAP_COOKIE_ECHOs sent.
+    pub cookie_echoes_sent: u64,
+    /// ASAP_BUSINESS_CARDs received.
+    pub business_cards_received: u64,
 }
 
 /// A resolution in flight for one pool.
@@ -147,6 +213,8 @@ enum Timer {
     Request(PoolHandle),
     /// T7-ENRPoutdate of the earliest announced registrar.
     AnnounceExpiry,
+    /// A session's connect timeout or retry pause.
+    Session(SessionId),
 }
 
 /// The ASAP client side of a pool user, as a sans-IO state machine.
@@ -163,6 +231,11 @@ pub struct PoolUser {
     /// PEs reported unreachable and not seen in a resolution since: one report per failure.
     reported: BTreeSet<(PoolHandle, PeId)>,
     next_request: u64,
+    sessions: BTreeMap<SessionId, session::Session>,
+    next_session: u64,
+    /// Resolutions sessions wait for.
+    session_requests: BTreeMap<RequestId, SessionId>,
+    business_card: Option<BusinessCard>,
     timers: Timers<Timer>,
     outbox: Outbox<PoolUserEvent>,
     stats: PoolUserStats,
@@ -186,6 +259,10 @@ impl PoolUser {
             queries: BTreeMap::new(),
             reported: BTreeSet::new(),
             next_request: 0,
+            sessions: BTreeMap::new(),
+            next_session: 1,
+            session_requests: BTreeMap::new(),
+            business_card: None,
             timers: Timers::default(),
             outbox: Outbox::default(),
             stats: PoolUserStats::default(),
@@ -402,12 +479,22 @@ impl PoolUser {
         if let Some(home) = self.home.take() {
             self.avoid(&home.addrs);
         }
-        self.fail(&pool, q.waiters, &reason);
+        self.fail(now, &pool, q.waiters, &reason);
     }
 
-    fn fail(&mut self, pool: &PoolHandle, waiters: Vec<RequestId>, reason: &ResolutionFailure) {
+    fn fail(
+        &mut self,
+        now: Instant,
+        pool: &PoolHandle,
+        waiters: Vec<RequestId>,
+        reason: &ResolutionFailure,
+    ) {
         for request in waiters {
             self.stats.failed += 1;
+            if let Some(session) = self.session_requests.remove(&request) {
+                self.session_resolved(now, session, Some(reason.clone()));
+                continue;
+            }
             self.outbox.event(PoolUserEvent::ResolutionFailed {
                 request,
                 pool_handle: pool.clone(),
@@ -440,7 +527,7 @@ impl PoolUser {
             tracing::debug!(%pool, ?reason, "resolution refused");
             self.cache.remove(&pool);
             self.reported.retain(|(p, _)| *p != pool);
-            self.fail(&pool, q.waiters, &reason);
+            self.fail(now, &pool, q.waiters, &reason);
             return;
         }
         // PEs listed again may fail again: a new failure, a new report.
@@ -451,6 +538,10 @@ impl PoolUser {
             .insert(pool.clone(), CachedPool::new(policy, elements, now));
         for request in q.waiters {
             self.stats.resolved += 1;
+            if let Some(session) = self.session_requests.remove(&request) {
+                self.session_resolved(now, session, None);
+                continue;
+            }
             self.outbox.event(PoolUserEvent::Resolved {
                 request,
                 pool_handle: pool.clone(),
@@ -510,6 +601,12 @@ impl Machine for PoolUser {
     type Event = PoolUserEvent;
 
     fn handle_data(&mut self, now: Instant, assoc: AssocId, ppid: u32, data: Bytes) {
+        let session = self.session_on(assoc);
+        if let Some(id) = session {
+            if ppid != wire::PPID_ASAP && ppid != wire::PPID_ENRP {
+                return self.on_session_data(id, ppid, data);
+            }
+        }
         let Some(message) = screen(
             assoc,
             ppid,
@@ -519,21 +616,33 @@ impl Machine for PoolUser {
         ) else {
             return;
         };
-        match message {
-            AsapMessage::HandleResolutionResponse {
-                pool_handle,
-                policy,
-                pool_elements,
-                error,
-                ..
-            } => self.on_response(now, assoc, pool_handle, policy, pool_elements, error),
-            AsapMessage::Error { causes } => {
+        match (message, session) {
+            (
+                AsapMessage::HandleResolutionResponse {
+                    pool_handle,
+                    policy,
+                    pool_elements,
+                    error,
+                    ..
+                },
+                _,
+            ) => self.on_response(now, assoc, pool_handle, policy, pool_elements, error),
+            (AsapMessage::Cookie { cookie }, Some(id)) => self.on_cookie(id, cookie),
+            (
+                AsapMessage::BusinessCard {
+                    pool_handle,
+                    pool_elements,
+                    ..
+                },
+                Some(id),
+            ) => self.on_business_card(id, pool_handle, pool_elements),
+            (AsapMessage::Error { causes }, _) => {
                 self.stats.inbound.errors_received += 1;
                 tracing::debug!(?assoc, ?causes, "ASAP_ERROR received");
                 self.outbox
                     .event(PoolUserEvent::PeerError { assoc, causes });
             }
-            other => {
+            (other, _) => {
                 self.stats.inbound.unexpected += 1;
                 tracing::debug!(?assoc, message = %other, "unexpected message dropped");
             }
@@ -548,10 +657,12 @@ impl Machine for PoolUser {
                         home.assoc = Some(assoc);
                     }
                 }
+                self.sessions_on_up(assoc, &peer);
                 self.assocs.insert(assoc, peer);
             }
             AssociationEvent::Down { assoc, reason } => {
-                self.assocs.remove(&assoc);
+                let known = self.assocs.remove(&assoc).is_some();
+                self.sessions_on_down(now, assoc, reason, known);
                 let Some(home) = self.home.take_if(|h| h.assoc == Some(assoc)) else {
                     return;
                 };
@@ -601,6 +712,7 @@ impl Machine for PoolUser {
                     self.hunt.expire(now);
                     self.rearm_announce_expiry();
                 }
+                Timer::Session(id) => self.on_session_timer(now, id),
             }
         }
     }

@@ -5,8 +5,8 @@
 //! afterwards, and names every association with one machine-wide id even
 //! though each endpoint numbers its own.
 
+use super::Outgoing;
 use crate::transport::AssociationId;
-use bytes::Bytes;
 use rserpool_core::AssocId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ struct Entry {
     transport: AssociationId,
     peer: Vec<SocketAddr>,
     up: bool,
-    queue: Vec<(u32, Bytes)>,
+    queue: Vec<Outgoing>,
 }
 
 /// Every association of the machine's endpoints.
@@ -58,7 +58,7 @@ impl Associations {
         endpoint: usize,
         transport: AssociationId,
         peer: Vec<SocketAddr>,
-    ) -> (AssocId, Vec<(u32, Bytes)>) {
+    ) -> (AssocId, Vec<Outgoing>) {
         if let Some(&id) = self.by_transport.get(&(endpoint, transport)) {
             if let Some(e) = self.entries.get_mut(&id) {
                 e.up = true;
@@ -123,14 +123,13 @@ impl Associations {
             .and_then(|id| self.route(*id))
     }
 
-    /// An association is being opened for a first message.
+    /// An association is being opened (for a first message, if any).
     pub(super) fn connecting(
         &mut self,
         endpoint: usize,
         transport: AssociationId,
         peer: Vec<SocketAddr>,
-        ppid: u32,
-        data: Bytes,
+        first: Option<Outgoing>,
     ) {
         let id = self.fresh();
         self.insert(
@@ -140,14 +139,14 @@ impl Associations {
                 transport,
                 peer,
                 up: false,
-                queue: vec![(ppid, data)],
+                queue: first.into_iter().collect(),
             },
         );
     }
 
-    pub(super) fn queue(&mut self, id: AssocId, ppid: u32, data: Bytes) {
+    pub(super) fn queue(&mut self, id: AssocId, out: Outgoing) {
         if let Some(e) = self.entries.get_mut(&id) {
-            e.queue.push((ppid, data));
+            e.queue.push(out);
         }
     }
 

@@ -190,8 +190,8 @@ async fn input<M: Machine, T: Transport>(
                     peer: peer_addrs,
                 },
             );
-            for (ppid, data) in queued {
-                send_raw(endpoint(endpoints, index), assoc, ppid, data).await;
+            for out in queued {
+                send_raw(endpoint(endpoints, index), assoc, out).await;
             }
         }
         Event::AssociationDown { assoc, reason } => {
@@ -238,15 +238,84 @@ fn down_reason(r: crate::transport::CloseReason) -> DownReason {
     }
 }
 
-async fn send_raw<T: Transport>(
-    t: &mut T,
-    assoc: crate::transport::AssociationId,
-    ppid: u32,
-    data: Bytes,
-) {
-    if let Err(e) = t.send(assoc, 0, Ppid(ppid), false, data).await {
+async fn send_raw<T: Transport>(t: &mut T, assoc: crate::transport::AssociationId, out: Outgoing) {
+    if let Err(e) = t
+        .send(assoc, 0, Ppid(out.ppid), out.unordered, out.data)
+        .await
+    {
         // The association's own Down event follows; the machine's timers cover the loss.
         tracing::debug!(%assoc, error = %e, "send failed");
+    }
+}
+
+/// One message on its way to an association.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) ppid: u32,
+    pub(crate) unordered: bool,
+    pub(crate) data: Bytes,
+}
+
+impl Outgoing {
+    fn new(ppid: u32, data: Bytes) -> Self {
+        Self {
+            ppid,
+            unordered: false,
+            data,
+        }
+    }
+}
+
+/// Sends `out` to `to`: on the association, or the one to those
+/// addresses, opened if there is none (the message then waits for it).
+async fn deliver<M: Machine, T: Transport>(
+    now: &impl Fn() -> Instant,
+    machine: &mut M,
+    endpoints: &mut Endpoints<T>,
+    assocs: &mut Associations,
+    to: Destination,
+    out: Outgoing,
+) {
+    let index = usize::from(out.ppid == rserpool_wire::PPID_ENRP && endpoints.enrp.is_some());
+    match to {
+        Destination::Association(id) => match assocs.route(id) {
+            Some(Route::Up(i, a)) => send_raw(endpoint(endpoints, i), a, out).await,
+            Some(Route::Pending(_)) => assocs.queue(id, out),
+            None => tracing::debug!(?id, "send on a closed association dropped"),
+        },
+        Destination::Addresses(addrs) => match assocs.find(index, &addrs) {
+            Some(Route::Up(i, a)) => send_raw(endpoint(endpoints, i), a, out).await,
+            Some(Route::Pending(id)) => assocs.queue(id, out),
+            None => open(now, machine, endpoints, assocs, index, addrs, Some(out)).await,
+        },
+    }
+}
+
+/// Opens an association on endpoint `index` to `addrs`, with `first`
+/// waiting for it; a connect refused at once is reported to the machine
+/// as a failed handshake.
+async fn open<M: Machine, T: Transport>(
+    now: &impl Fn() -> Instant,
+    machine: &mut M,
+    endpoints: &mut Endpoints<T>,
+    assocs: &mut Associations,
+    index: usize,
+    addrs: Vec<std::net::SocketAddr>,
+    first: Option<Outgoing>,
+) {
+    match endpoint(endpoints, index).connect(&addrs).await {
+        Ok(a) => assocs.connecting(index, a, addrs, first),
+        Err(e) => {
+            tracing::debug!(error = %e, ?addrs, "connect failed");
+            let id = assocs.failed();
+            machine.handle_association(
+                now(),
+                AssociationEvent::Down {
+                    assoc: id,
+                    reason: DownReason::HandshakeFailed,
+                },
+            );
+        }
     }
 }
 
@@ -271,37 +340,32 @@ where
                     tracing::warn!(error = %e, %message, "message cannot be encoded; dropped");
                     continue;
                 }
-                let data = Bytes::from(data);
-                let index =
-                    usize::from(ppid == rserpool_wire::PPID_ENRP && endpoints.enrp.is_some());
-                match to {
-                    Destination::Association(id) => match assocs.route(id) {
-                        Some(Route::Up(i, a)) => {
-                            send_raw(endpoint(endpoints, i), a, ppid, data).await
-                        }
-                        Some(Route::Pending(_)) => assocs.queue(id, ppid, data),
-                        None => tracing::debug!(?id, "send on a closed association dropped"),
-                    },
-                    Destination::Addresses(addrs) => match assocs.find(index, &addrs) {
-                        Some(Route::Up(i, a)) => {
-                            send_raw(endpoint(endpoints, i), a, ppid, data).await
-                        }
-                        Some(Route::Pending(id)) => assocs.queue(id, ppid, data),
-                        None => match endpoint(endpoints, index).connect(&addrs).await {
-                            Ok(a) => assocs.connecting(index, a, addrs, ppid, data),
-                            Err(e) => {
-                                tracing::debug!(error = %e, ?addrs, "connect failed");
-                                let id = assocs.failed();
-                                machine.handle_association(
-                                    now(),
-                                    AssociationEvent::Down {
-                                        assoc: id,
-                                        reason: DownReason::HandshakeFailed,
-                                    },
-                                );
-                            }
-                        },
-                    },
+                deliver(
+                    now,
+                    machine,
+                    endpoints,
+                    assocs,
+                    to,
+                    Outgoing::new(ppid, Bytes::from(data)),
+                )
+                .await;
+            }
+            Transmit::Data {
+                to,
+                ppid,
+                unordered,
+                data,
+            } => {
+                let out = Outgoing {
+                    ppid,
+                    unordered,
+                    data,
+                };
+                deliver(now, machine, endpoints, assocs, to, out).await;
+            }
+            Transmit::Connect { to } => {
+                if assocs.find(0, &to).is_none() {
+                    open(now, machine, endpoints, assocs, 0, to, None).await;
                 }
             }
             Transmit::Announce { message } => {
