@@ -1,6 +1,6 @@
-//! What the subcommands that run a protocol machine share: transports,
-//! durations, addresses, policies, signals, and driving the machine on the
-//! runtime of `rserpool-net`.
+//! What the subcommands that run a protocol machine share: transport
+//! flags, durations, addresses, policies, signals. Running the machines is
+//! the library's ([`rserpool::node`]), the same code applications use.
 
 pub mod addr;
 pub mod duration;
@@ -8,12 +8,8 @@ pub mod output;
 pub mod policy;
 pub mod transport;
 
-use rserpool_core::{Instant, Machine};
-use rserpool_net::runtime::{self, AnnounceChannel, Command, Endpoints, RuntimeError};
-use rserpool_net::transport::Transport;
-use std::fmt::Debug;
+pub use rserpool::node::Node;
 use std::process::ExitCode;
-use tokio::sync::{mpsc, oneshot};
 
 /// Exit code of a configuration that cannot work (as clap's usage errors).
 pub const EXIT_CONFIG: u8 = 2;
@@ -82,71 +78,5 @@ pub async fn shutdown_signal() -> &'static str {
     {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
-    }
-}
-
-/// A machine running on the runtime in a task of its own.
-pub struct Node<M: Machine> {
-    commands: mpsc::Sender<Command<M>>,
-    /// `None` once the task has been awaited.
-    task: Option<tokio::task::JoinHandle<Result<M, RuntimeError>>>,
-}
-
-impl<M> Node<M>
-where
-    M: Machine + Send + 'static,
-    M::Event: Debug + Send + 'static,
-{
-    /// Starts driving `machine` over `endpoints`; also returns the
-    /// machine's events, in order.
-    pub fn spawn<T: Transport>(
-        machine: M,
-        endpoints: Endpoints<T>,
-        announce: Option<AnnounceChannel>,
-    ) -> (Self, mpsc::UnboundedReceiver<M::Event>) {
-        let (commands, rx) = mpsc::channel(16);
-        let (tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(runtime::run(machine, endpoints, announce, rx, tx));
-        let node = Self {
-            commands,
-            task: Some(task),
-        };
-        (node, events)
-    }
-
-    /// Runs `f` on the machine and returns its result; `None` if the
-    /// runtime has stopped.
-    pub async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut M, Instant) -> R + Send + 'static,
-    ) -> Option<R> {
-        let (tx, rx) = oneshot::channel();
-        let cmd: Command<M> = Box::new(move |m, now| {
-            let _ = tx.send(f(m, now));
-        });
-        self.commands.send(cmd).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// Resolves when the runtime stops by itself (an endpoint failed).
-    pub async fn failed(&mut self) -> String {
-        let Some(task) = self.task.as_mut() else {
-            return "runtime stopped".to_string();
-        };
-        let result = task.await;
-        self.task = None;
-        match result {
-            Ok(Ok(_)) => "runtime stopped".to_string(),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => format!("runtime task failed: {e}"),
-        }
-    }
-
-    /// Stops the runtime after it has sent what the machine queued.
-    pub async fn stop(self) {
-        drop(self.commands);
-        if let Some(task) = self.task {
-            let _ = task.await;
-        }
     }
 }

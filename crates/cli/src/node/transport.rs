@@ -5,13 +5,10 @@
 //! [`AnyTransport`]s of that backend.
 
 use super::duration::Dur;
-#[cfg(target_os = "linux")]
-use rserpool_net::transport::kernel::KernelTransport;
-use rserpool_net::transport::select::{
-    AnyTransport, BackendKind, probe_kernel_sctp, select_backend,
-};
-use rserpool_net::transport::udp::{SCTP_UDP_PORT, UdpConfig, UdpTransport};
-use rserpool_net::transport::{EndpointConfig, TransportConfig, TransportError};
+use rserpool::Backend;
+use rserpool_net::transport::TransportConfig;
+use rserpool_net::transport::select::BackendKind;
+use rserpool_net::transport::udp::{SCTP_UDP_PORT, UdpConfig};
 
 /// Which SCTP implementation to use (`--transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -85,14 +82,11 @@ impl TransportArgs {
     /// (which logs one line when it falls back to UDP).
     pub fn backend(&self) -> Result<BackendKind, String> {
         match self.choice.unwrap_or_default() {
-            TransportChoice::Auto => Ok(select_backend()),
-            TransportChoice::Udp => Ok(BackendKind::Udp),
-            TransportChoice::Kernel => match probe_kernel_sctp() {
-                Ok(()) => Ok(BackendKind::Kernel),
-                Err(e) => Err(format!(
-                    "kernel SCTP unavailable ({e}); use --transport udp or auto"
-                )),
-            },
+            TransportChoice::Auto => Backend::Auto.resolve(),
+            TransportChoice::Udp => Backend::Udp.resolve(),
+            TransportChoice::Kernel => Backend::Kernel
+                .resolve()
+                .map_err(|e| format!("{e}; use --transport udp or auto")),
         }
     }
 
@@ -137,24 +131,4 @@ impl TransportArgs {
     }
 }
 
-/// Binds one endpoint on backend `kind`; `udp` matters only to SCTP over UDP.
-pub fn bind(
-    kind: BackendKind,
-    config: EndpointConfig,
-    udp: &UdpConfig,
-) -> Result<AnyTransport, TransportError> {
-    match kind {
-        #[cfg(target_os = "linux")]
-        BackendKind::Kernel => Ok(AnyTransport::Kernel(Box::new(KernelTransport::bind(
-            config,
-        )?))),
-        #[cfg(not(target_os = "linux"))]
-        BackendKind::Kernel => Err(TransportError::Io(
-            "the kernel SCTP backend is Linux only".into(),
-        )),
-        BackendKind::Udp => Ok(AnyTransport::Udp(Box::new(UdpTransport::bind(
-            config,
-            udp.clone(),
-        )?))),
-    }
-}
+pub use rserpool::transport::bind;

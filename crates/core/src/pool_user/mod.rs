@@ -106,6 +106,10 @@ pub enum PoolUserEvent {
         to: PeId,
         /// Why the session left `from`.
         reason: FailoverReason,
+        /// Sequence number (see [`PoolUser::send_data`]) of the first
+        /// message `to` gets: earlier ones were handed to PEs that failed
+        /// and, if unanswered, may be lost; later ones wait for `to`.
+        resumes_at: u64,
     },
     /// A session found no PE to connect to; it tries again at `retry_at`
     /// (messages sent with failover keep waiting).

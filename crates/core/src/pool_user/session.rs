@@ -108,8 +108,13 @@ pub(super) struct Session {
     card: Vec<wire::PoolElement>,
     /// PEs that failed since the session last worked: not tried again in this failover.
     failed: Vec<PeId>,
-    /// The PE left in the failover under way (reported in the Failover event).
-    left: Option<(PeId, FailoverReason)>,
+    /// The PE left in the failover under way, why, and the sequence number
+    /// of the first message it was not handed (reported in the Failover event).
+    left: Option<(PeId, FailoverReason, u64)>,
+    /// Sequence number of the next message the application sends.
+    next_seq: u64,
+    /// Messages handed to associations so far (the rest wait in `queue`).
+    handed: u64,
     queue: VecDeque<Waiting>,
     queued_bytes: usize,
 }
@@ -133,6 +138,8 @@ impl PoolUser {
                 card: Vec::new(),
                 failed: Vec::new(),
                 left: None,
+                next_seq: 0,
+                handed: 0,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
             },
@@ -141,14 +148,16 @@ impl PoolUser {
         id
     }
 
-    /// Sends an application message on the session (see [`SendOptions`]).
+    /// Sends an application message on the session (see [`SendOptions`]);
+    /// returns its sequence number in the session (0, 1, ...), which
+    /// [`PoolUserEvent::Failover`] refers to.
     pub fn send_data(
         &mut self,
         session: SessionId,
         ppid: u32,
         data: Bytes,
         options: SendOptions,
-    ) -> Result<(), SendError> {
+    ) -> Result<u64, SendError> {
         check_ppid(ppid)?;
         let limit = self.config.session.max_queued_bytes;
         let s = self
@@ -165,7 +174,9 @@ impl PoolUser {
                     unordered: options.unordered,
                     data,
                 });
-                return Ok(());
+                s.handed += 1;
+                s.next_seq += 1;
+                return Ok(s.next_seq - 1);
             }
         }
         if !options.failover {
@@ -180,7 +191,8 @@ impl PoolUser {
             unordered: options.unordered,
             data,
         });
-        Ok(())
+        s.next_seq += 1;
+        Ok(s.next_seq - 1)
     }
 
     /// Gives up the session's current PE, as if it had failed: for an
@@ -314,13 +326,14 @@ impl PoolUser {
             used: false,
         });
         s.phase = Phase::Connecting;
-        if let Some((from, reason)) = s.left.take() {
+        if let Some((from, reason, resumes_at)) = s.left.take() {
             self.stats.failovers += 1;
             self.outbox.event(PoolUserEvent::Failover {
                 session: id,
                 from,
                 to: pe.id,
                 reason,
+                resumes_at,
             });
         }
         tracing::debug!(%id, pe = %pe.id, ?addrs, "session connecting");
@@ -370,6 +383,7 @@ impl PoolUser {
         }
         let sent = s.queue.len() as u64;
         t.used |= sent > 0;
+        s.handed += sent;
         for w in s.queue.drain(..) {
             out.push(Transmit::Data {
                 to: to.clone(),
@@ -404,7 +418,9 @@ impl PoolUser {
         };
         let pool = s.pool.clone();
         s.failed.push(t.pe_id);
-        s.left = Some((t.pe_id, reason));
+        // In a chain of failovers the first PE left is the one reported.
+        let first = s.left.map_or(t.pe_id, |(pe, ..)| pe);
+        s.left = Some((first, reason, s.handed));
         tracing::debug!(%id, pe = %t.pe_id, %reason, "session fails over");
         if t.used {
             // RFC 5352 §3.5: only a PE the PU tried to use is reported.

@@ -724,14 +724,14 @@ fn pe_addr(id: u32) -> String {
     format!("10.1.0.{id}:7000")
 }
 
-fn data(pu: &mut PoolUser, session: SessionId, text: &'static str) {
+fn data(pu: &mut PoolUser, session: SessionId, text: &'static str) -> u64 {
     pu.send_data(
         session,
         99,
         Bytes::from_static(text.as_bytes()),
         SendOptions::default(),
     )
-    .unwrap();
+    .unwrap()
 }
 
 fn sent_data(tx: &[Transmit]) -> Vec<(Destination, Bytes)> {
@@ -801,7 +801,7 @@ fn a40_a62_a63_a66_a_failed_pe_is_reported_and_the_next_gets_the_newest_cookie_f
             reason: DownReason::Lost,
         },
     );
-    data(&mut pu, session, "two");
+    assert_eq!(data(&mut pu, session, "two"), 1, "the second message");
     let tx = transmits(&mut pu);
     assert_eq!(
         asap(&tx[0]),
@@ -825,7 +825,8 @@ fn a40_a62_a63_a66_a_failed_pe_is_reported_and_the_next_gets_the_newest_cookie_f
             session,
             from: PeId(1),
             to: PeId(2),
-            reason: FailoverReason::AssociationDown(DownReason::Lost)
+            reason: FailoverReason::AssociationDown(DownReason::Lost),
+            resumes_at: 1
         }]
     );
     up(&mut pu, s(4), PE_B, &pe_addr(2));

@@ -1,0 +1,95 @@
+//! What pool elements and pool users share: where they find registrars
+//! and how they bind their endpoint.
+
+use crate::error::Error;
+use crate::transport::{TransportOptions, bind};
+use rserpool_core::HuntConfig;
+use rserpool_net::runtime::AnnounceChannel;
+use rserpool_net::transport::select::{AnyTransport, BackendKind};
+use rserpool_net::transport::udp::UdpConfig;
+use rserpool_net::transport::{EndpointConfig, Transport};
+use rserpool_wire::PoolHandle;
+use std::net::SocketAddr;
+
+/// Where a node finds registrars and how it binds its endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Registrars to ask, in order, each one SCTP endpoint (all its
+    /// addresses, with the ASAP port, 3863 by default).
+    pub registrars: Vec<Vec<SocketAddr>>,
+    /// Listen for ASAP_SERVER_ANNOUNCEs on this multicast group (or
+    /// address) to learn registrars.
+    pub announce: Option<SocketAddr>,
+    /// Local addresses of the endpoint (IP and SCTP port; port 0 picks one).
+    /// Empty: any address, an ephemeral port.
+    pub local: Vec<SocketAddr>,
+    /// The SCTP underneath.
+    pub transport: TransportOptions,
+    /// Seed of the node's random choices (PE identifier, selection
+    /// policies); `None` draws one.
+    pub seed: Option<u64>,
+}
+
+impl Options {
+    /// Checks the options and the registrar list.
+    pub(crate) fn hunt(&self) -> Result<HuntConfig, Error> {
+        if self.registrars.is_empty() && self.announce.is_none() {
+            return Err(Error::Config(
+                "give at least one registrar, or an announce address to learn them from".into(),
+            ));
+        }
+        Ok(HuntConfig {
+            registrars: self.registrars.clone(),
+            ..HuntConfig::default()
+        })
+    }
+
+    /// Binds the endpoint (listening or not) and joins the announce channel.
+    pub(crate) async fn bind(
+        &self,
+        listen: bool,
+        default_udp_port: u16,
+    ) -> Result<(AnyTransport, Option<AnnounceChannel>, BackendKind), Error> {
+        let kind = self.transport.backend.resolve().map_err(Error::Config)?;
+        self.transport
+            .tunables
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let config = EndpointConfig {
+            local_addrs: self.local.clone(),
+            listen,
+            transport: self.transport.tunables.clone(),
+        };
+        let udp = self.transport.udp.clone().unwrap_or(UdpConfig {
+            udp_port: default_udp_port,
+            ..UdpConfig::default()
+        });
+        let endpoint = bind(kind, config, &udp).map_err(Error::Bind)?;
+        let announce = match self.announce {
+            Some(addr) => Some(
+                AnnounceChannel::bind(addr, Vec::new(), rserpool_wire::PPID_ASAP)
+                    .await
+                    .map_err(|e| Error::Announce {
+                        addr,
+                        reason: e.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
+        tracing::debug!(local = ?endpoint.local_addrs(), %kind, "endpoint bound");
+        Ok((endpoint, announce, kind))
+    }
+}
+
+/// Parses a pool handle given as text.
+pub(crate) fn pool_handle(name: &str) -> Result<PoolHandle, Error> {
+    PoolHandle::try_from(name).map_err(|e| Error::InvalidPoolHandle {
+        handle: name.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The seed to use.
+pub(crate) fn seed(options: &Options) -> u64 {
+    options.seed.unwrap_or_else(rand::random)
+}
