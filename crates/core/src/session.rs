@@ -37,6 +37,13 @@ pub struct SendOptions {
     pub failover: bool,
     /// `ASAP_SCTP_UNORDER`: may overtake earlier messages.
     pub unordered: bool,
+    /// Keep a copy until the application releases the message (when its
+    /// answer arrived, see `PoolUser::release`), and send it again, in
+    /// order, to the PE the session fails over to: the "silently resend"
+    /// of `ASAP_SEND_FAILOVER`. The new PE may then see a message the old
+    /// one already processed; services whose state travels in cookies can
+    /// recognise it. Off by default.
+    pub resend: bool,
 }
 
 impl Default for SendOptions {
@@ -44,6 +51,7 @@ impl Default for SendOptions {
         Self {
             failover: true,
             unordered: false,
+            resend: false,
         }
     }
 }

@@ -70,9 +70,10 @@ pub enum SessionEvent {
         /// Why.
         reason: FailoverReason,
         /// The sequence number ([`Session::send`] returns them) of the
-        /// first message `to` gets. Earlier messages went to PEs that
-        /// failed: those without an answer may be lost, and resending them
-        /// is the application's call. Later ones wait for `to` and arrive.
+        /// first message `to` gets: messages sent with
+        /// [`SendOptions::resend`] and not released come again, in order,
+        /// then those sent since. Earlier messages went to PEs that failed
+        /// and, without an answer, may be lost.
         resumes_at: u64,
     },
     /// No PE could be found; the session tries again after `retry_in`.
@@ -248,6 +249,18 @@ impl Session {
         let (id, data) = (self.id, data.into());
         self.node
             .call(move |pu, _| pu.send_data(id, ppid, data, options))
+            .await
+            .ok_or(Error::Stopped)?
+            .map_err(Error::from)
+    }
+
+    /// Tells the session that every message up to sequence number `seq`
+    /// has its answer: those sent with [`SendOptions::resend`] are no
+    /// longer sent again after a failover.
+    pub async fn release(&self, seq: u64) -> Result<(), Error> {
+        let id = self.id;
+        self.node
+            .call(move |pu, _| pu.release(id, seq))
             .await
             .ok_or(Error::Stopped)?
             .map_err(Error::from)

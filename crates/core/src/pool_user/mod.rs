@@ -107,8 +107,9 @@ pub enum PoolUserEvent {
         /// Why the session left `from`.
         reason: FailoverReason,
         /// Sequence number (see [`PoolUser::send_data`]) of the first
-        /// message `to` gets: earlier ones were handed to PEs that failed
-        /// and, if unanswered, may be lost; later ones wait for `to`.
+        /// message `to` gets: messages sent with `resend` and not released
+        /// come again, in order, then those that waited. Earlier messages
+        /// went to PEs that failed and, if unanswered, may be lost.
         resumes_at: u64,
     },
     /// A session found no PE to connect to; it tries again at `retry_at`
@@ -192,6 +193,9 @@ pub struct PoolUserStats {
     pub cookie_echoes_sent: u64,
     /// ASAP_BUSINESS_CARDs received.
     pub business_cards_received: u64,
+    /// Copies kept for resending given up because the session's resend
+    /// buffer was full (the application did not release them).
+    pub retained_dropped: u64,
 }
 
 /// A resolution in flight for one pool.

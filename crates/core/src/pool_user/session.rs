@@ -78,6 +78,36 @@ enum Phase {
     Waiting,
 }
 
+impl Waiting {
+    fn transmit(&self, assoc: AssocId) -> Transmit {
+        Transmit::Data {
+            to: Destination::Association(assoc),
+            ppid: self.ppid,
+            unordered: self.unordered,
+            data: self.data.clone(),
+        }
+    }
+}
+
+impl Session {
+    /// Keeps a copy of a message handed to the PE if it asked for resends;
+    /// beyond `limit` bytes the oldest copies are given up.
+    fn retain(&mut self, w: Waiting, limit: usize, dropped: &mut u64) {
+        if !w.resend {
+            return;
+        }
+        self.retained_bytes += w.data.len();
+        self.retained.push_back(w);
+        while self.retained_bytes > limit {
+            let Some(old) = self.retained.pop_front() else {
+                break;
+            };
+            self.retained_bytes -= old.data.len();
+            *dropped += 1;
+        }
+    }
+}
+
 /// The PE serving (or about to serve) a session.
 #[derive(Debug, Clone)]
 struct Target {
@@ -88,11 +118,13 @@ struct Target {
     used: bool,
 }
 
-/// A message waiting for an association.
+/// A message waiting for an association, or kept for a resend.
 #[derive(Debug, Clone)]
 struct Waiting {
+    seq: u64,
     ppid: u32,
     unordered: bool,
+    resend: bool,
     data: Bytes,
 }
 
@@ -108,15 +140,17 @@ pub(super) struct Session {
     card: Vec<wire::PoolElement>,
     /// PEs that failed since the session last worked: not tried again in this failover.
     failed: Vec<PeId>,
-    /// The PE left in the failover under way, why, and the sequence number
-    /// of the first message it was not handed (reported in the Failover event).
-    left: Option<(PeId, FailoverReason, u64)>,
+    /// The PE left in the failover under way and why (reported in the Failover event).
+    left: Option<(PeId, FailoverReason)>,
     /// Sequence number of the next message the application sends.
     next_seq: u64,
-    /// Messages handed to associations so far (the rest wait in `queue`).
-    handed: u64,
+    /// Messages waiting for an association, in order.
     queue: VecDeque<Waiting>,
     queued_bytes: usize,
+    /// Messages sent with `resend` to the current PE and not yet released
+    /// by the application, in order: sent again to the next PE.
+    retained: VecDeque<Waiting>,
+    retained_bytes: usize,
 }
 
 impl PoolUser {
@@ -139,9 +173,10 @@ impl PoolUser {
                 failed: Vec::new(),
                 left: None,
                 next_seq: 0,
-                handed: 0,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                retained: VecDeque::new(),
+                retained_bytes: 0,
             },
         );
         self.next_pe(now, id);
@@ -164,35 +199,50 @@ impl PoolUser {
             .sessions
             .get_mut(&session)
             .ok_or(SendError::UnknownSession)?;
+        let w = Waiting {
+            seq: s.next_seq,
+            ppid,
+            unordered: options.unordered,
+            resend: options.resend,
+            data,
+        };
         if let (Phase::Up, Some(t)) = (s.phase, s.target.as_mut()) {
             if let Some(assoc) = t.assoc {
                 t.used = true;
                 self.stats.session_messages_sent += 1;
-                self.outbox.send(Transmit::Data {
-                    to: Destination::Association(assoc),
-                    ppid,
-                    unordered: options.unordered,
-                    data,
-                });
-                s.handed += 1;
+                self.outbox.send(w.transmit(assoc));
                 s.next_seq += 1;
+                s.retain(w, limit, &mut self.stats.retained_dropped);
                 return Ok(s.next_seq - 1);
             }
         }
         if !options.failover {
             return Err(SendError::NotConnected);
         }
-        if s.queued_bytes + data.len() > limit {
+        if s.queued_bytes + w.data.len() > limit {
             return Err(SendError::QueueFull);
         }
-        s.queued_bytes += data.len();
-        s.queue.push_back(Waiting {
-            ppid,
-            unordered: options.unordered,
-            data,
-        });
+        s.queued_bytes += w.data.len();
+        s.queue.push_back(w);
         s.next_seq += 1;
         Ok(s.next_seq - 1)
+    }
+
+    /// Tells the session that every message up to sequence number `seq`
+    /// has been dealt with (its answer arrived): messages sent with
+    /// [`SendOptions::resend`] up to there are no longer sent again after
+    /// a failover.
+    pub fn release(&mut self, session: SessionId, seq: u64) -> Result<(), SendError> {
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(SendError::UnknownSession)?;
+        while s.retained.front().is_some_and(|w| w.seq <= seq) {
+            if let Some(w) = s.retained.pop_front() {
+                s.retained_bytes -= w.data.len();
+            }
+        }
+        Ok(())
     }
 
     /// Gives up the session's current PE, as if it had failed: for an
@@ -219,7 +269,7 @@ impl PoolUser {
             .ok_or(SendError::UnknownSession)?;
         self.timers.cancel(&Timer::Session(session));
         if let Some(t) = s.target {
-            self.release(t, false);
+            self.let_go(t, false);
         }
         self.outbox.event(PoolUserEvent::SessionClosed { session });
         Ok(())
@@ -326,7 +376,8 @@ impl PoolUser {
             used: false,
         });
         s.phase = Phase::Connecting;
-        if let Some((from, reason, resumes_at)) = s.left.take() {
+        if let Some((from, reason)) = s.left.take() {
+            let resumes_at = s.queue.front().map_or(s.next_seq, |w| w.seq);
             self.stats.failovers += 1;
             self.outbox.event(PoolUserEvent::Failover {
                 session: id,
@@ -383,17 +434,14 @@ impl PoolUser {
         }
         let sent = s.queue.len() as u64;
         t.used |= sent > 0;
-        s.handed += sent;
-        for w in s.queue.drain(..) {
-            out.push(Transmit::Data {
-                to: to.clone(),
-                ppid: w.ppid,
-                unordered: w.unordered,
-                data: w.data,
-            });
-        }
-        s.queued_bytes = 0;
         let pe_id = t.pe_id;
+        let limit = self.config.session.max_queued_bytes;
+        let queue = std::mem::take(&mut s.queue);
+        s.queued_bytes = 0;
+        for w in queue {
+            out.push(w.transmit(assoc));
+            s.retain(w, limit, &mut self.stats.retained_dropped);
+        }
         let cookie_echoed = s.cookie.is_some();
         self.stats.session_messages_sent += sent;
         self.stats.cookie_echoes_sent += u64::from(cookie_echoed);
@@ -419,8 +467,14 @@ impl PoolUser {
         let pool = s.pool.clone();
         s.failed.push(t.pe_id);
         // In a chain of failovers the first PE left is the one reported.
-        let first = s.left.map_or(t.pe_id, |(pe, ..)| pe);
-        s.left = Some((first, reason, s.handed));
+        let first = s.left.map_or(t.pe_id, |(pe, _)| pe);
+        s.left = Some((first, reason));
+        // What the PE was given and not released goes to the next one
+        // first, in the order it was sent.
+        let mut queue = std::mem::take(&mut s.retained);
+        queue.append(&mut s.queue);
+        s.queue = queue;
+        s.queued_bytes += std::mem::take(&mut s.retained_bytes);
         tracing::debug!(%id, pe = %t.pe_id, %reason, "session fails over");
         if t.used {
             // RFC 5352 §3.5: only a PE the PU tried to use is reported.
@@ -430,14 +484,14 @@ impl PoolUser {
         }
         let down = matches!(reason, FailoverReason::AssociationDown(_));
         if !down {
-            self.release(t, true);
+            self.let_go(t, true);
         }
         self.next_pe(now, id);
     }
 
     /// Lets go of a PE's association: closed unless another session uses
     /// it; an open still in progress is abandoned.
-    fn release(&mut self, t: Target, abort: bool) {
+    fn let_go(&mut self, t: Target, abort: bool) {
         match t.assoc {
             Some(assoc) => {
                 let shared = self

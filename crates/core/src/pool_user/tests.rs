@@ -888,7 +888,7 @@ fn a50_a_pe_never_sent_to_is_not_reported_and_a_send_without_failover_fails() {
             Bytes::from_static(b"x"),
             SendOptions {
                 failover: false,
-                unordered: false
+                ..SendOptions::default()
             }
         ),
         Err(SendError::NotConnected)
@@ -977,5 +977,43 @@ fn a_session_with_no_pe_left_waits_and_resolves_again() {
     assert_eq!(
         events(&mut pu).last(),
         Some(&PoolUserEvent::SessionClosed { session })
+    );
+}
+
+#[test]
+fn a66_messages_sent_with_resend_and_not_released_go_again_first_in_order() {
+    let (mut pu, session) = connected();
+    let resend = SendOptions {
+        resend: true,
+        ..SendOptions::default()
+    };
+    for text in ["a", "b", "c"] {
+        pu.send_data(session, 99, Bytes::from_static(text.as_bytes()), resend)
+            .unwrap();
+    }
+    transmits(&mut pu);
+    // "a" (seq 1) was answered; "b" and "c" were not when the PE failed.
+    pu.release(session, 1).unwrap();
+    pu.handle_association(
+        s(4),
+        AssociationEvent::Down {
+            assoc: PE_A,
+            reason: DownReason::Lost,
+        },
+    );
+    pu.send_data(session, 99, Bytes::from_static(b"d"), resend)
+        .unwrap();
+    assert!(matches!(
+        events(&mut pu)[..],
+        [PoolUserEvent::Failover { resumes_at: 2, .. }]
+    ));
+    transmits(&mut pu);
+    up(&mut pu, s(4), PE_B, &pe_addr(2));
+    let to = Destination::Association(PE_B);
+    assert_eq!(
+        sent_data(&transmits(&mut pu)),
+        ["b", "c", "d"]
+            .map(|t| (to.clone(), Bytes::from_static(t.as_bytes())))
+            .to_vec()
     );
 }
