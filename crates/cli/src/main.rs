@@ -9,8 +9,10 @@ mod node;
 mod pe;
 mod pu;
 mod registrar;
+mod service;
 mod sim;
 mod style;
+mod terminal;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

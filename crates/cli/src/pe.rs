@@ -4,17 +4,15 @@
 use crate::node::addr::{EndpointSpec, LocalAddr};
 use crate::node::duration::Dur;
 use crate::node::policy;
-use crate::node::transport::{self, TransportArgs};
-use crate::node::{Node, block_on, config_error, shutdown_signal};
+use crate::node::transport::TransportArgs;
+use crate::node::{block_on, config_error, shutdown_signal};
 use crate::registrar::ASAP_PORT;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use crate::service::Service;
+use rserpool::pe::Event;
 use rserpool_core::pool_element::LifeUnit;
-use rserpool_core::{HuntConfig, Instant, PoolElement, PoolElementConfig, PoolElementEvent};
-use rserpool_net::runtime::{AnnounceChannel, Endpoints};
+use rserpool_core::{HuntConfig, PoolElementConfig, PoolElementEvent};
 use rserpool_net::transport::select::BackendKind;
 use rserpool_net::transport::udp::SCTP_UDP_PORT;
-use rserpool_net::transport::{EndpointConfig, Transport};
 use rserpool_wire::{PeId, Policy, PoolHandle, TransportAddress, TransportUse, UserTransport};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -67,6 +65,15 @@ pub struct Args {
     /// Listen for ASAP_SERVER_ANNOUNCE here (multicast group or IP:PORT) to find registrars.
     #[arg(long, value_name = "ADDR")]
     announce: Option<SocketAddr>,
+    /// Serve pool users' sessions with this service [default: none:
+    /// register only, and refuse sessions].
+    #[arg(long, value_enum, value_name = "NAME")]
+    service: Option<Service>,
+    /// Key that signs the cookies carrying session state, shared by the
+    /// pool's PEs [default: derived from the pool handle, which keeps out
+    /// mistakes but not attackers].
+    #[arg(long, value_name = "KEY")]
+    cookie_key: Option<String>,
     /// Seed of the PE's randomness [default: random].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -76,8 +83,14 @@ pub struct Args {
 
 /// Text after the flag list of `rserpool pe --help`.
 pub const AFTER_HELP: &str = "\
-Events (registered, home changed, home lost, deregistered) are logged at \
-info level to stderr. SIGINT or SIGTERM deregisters, then exits.
+Services: echo (answers every message with itself), discard, daytime, \
+chargen (N lines of the RFC 864 pattern per request N), pingpong (`pong N`, \
+counting across failovers) and calcapp (computations in steps that resume \
+from cookie checkpoints after a failover). Talk to them with `rserpool pu \
+--pool NAME`.
+
+Events (registered, home changed, home lost, deregistered, sessions) are \
+logged at info level to stderr. SIGINT or SIGTERM deregisters, then exits.
 
 Exit status: 0 after a signal, 1 if the registration was refused or the \
 transport failed, 2 if the configuration is invalid or the endpoint \
@@ -95,8 +108,12 @@ fn parse_pe_id(s: &str) -> Result<PeId, String> {
 /// What the PE runs with, checked.
 struct Plan {
     config: PoolElementConfig,
-    /// The user port was not given: offer the ASAP endpoint's.
-    user_port_from_endpoint: bool,
+    /// Where pool users reach the PE, when not the local IPs.
+    user_addrs: Vec<IpAddr>,
+    /// The port pool users are told, when not the endpoint's.
+    user_port: Option<u16>,
+    service: Option<Service>,
+    cookie_key: Vec<u8>,
     seed: u64,
     local: Vec<SocketAddr>,
     transport: TransportArgs,
@@ -120,7 +137,7 @@ fn plan(a: Args) -> Result<Plan, String> {
     let user_addrs = if a.user_addr.is_empty() {
         local.iter().map(SocketAddr::ip).collect()
     } else {
-        a.user_addr
+        a.user_addr.clone()
     };
     if let Some(ip) = user_addrs
         .iter()
@@ -165,7 +182,13 @@ fn plan(a: Args) -> Result<Plan, String> {
     a.transport.tunables()?;
     Ok(Plan {
         config: c,
-        user_port_from_endpoint: a.user_port.is_none(),
+        user_addrs: a.user_addr.clone(),
+        user_port: a.user_port,
+        service: a.service,
+        cookie_key: a
+            .cookie_key
+            .unwrap_or_else(|| format!("rserpool cookie key of pool {}", a.pool))
+            .into_bytes(),
         seed: a.seed.unwrap_or_else(rand::random),
         local,
         transport: a.transport,
@@ -186,47 +209,42 @@ pub fn run(args: Args) -> ExitCode {
     block_on(serve(plan, kind))
 }
 
-async fn serve(mut plan: Plan, kind: BackendKind) -> ExitCode {
-    let tunables = match plan.transport.tunables() {
+async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
+    let transport = match crate::node::transport::options(&plan.transport, kind, SCTP_UDP_PORT) {
         Ok(t) => t,
         Err(e) => return config_error(e),
     };
-    // The PE listens: a registrar that takes it over opens an association to it.
-    let ec = EndpointConfig::server(plan.local.iter().copied()).with_transport(tunables);
-    let asap = match transport::bind(kind, ec, &plan.transport.udp(SCTP_UDP_PORT)) {
-        Ok(t) => t,
-        Err(e) => return config_error(format!("cannot bind the ASAP endpoint: {e}")),
+    let options = rserpool::Options {
+        registrars: plan.config.hunt.registrars.clone(),
+        announce: plan.announce,
+        local: plan.local.clone(),
+        transport,
+        seed: Some(plan.seed),
     };
-    let announce = match plan.announce {
-        Some(at) => match AnnounceChannel::bind(at, Vec::new(), rserpool_wire::PPID_ASAP).await {
-            Ok(a) => Some(a),
-            Err(e) => return config_error(format!("cannot listen for announces on {at}: {e}")),
-        },
-        None => None,
-    };
-    if plan.user_port_from_endpoint {
-        if let (UserTransport::Address(t), Some(a)) =
-            (&mut plan.config.user_transport, asap.local_addrs().first())
-        {
-            t.port = a.port();
-        }
+    let mut builder = rserpool::PoolElement::with_config(plan.config.clone()).options(options);
+    if !plan.user_addrs.is_empty() {
+        builder = builder.user_addrs(plan.user_addrs.clone());
     }
-    let rng = ChaCha8Rng::seed_from_u64(plan.seed);
-    let pe = match PoolElement::new(plan.config.clone(), rng, Instant::ZERO) {
+    if let Some(port) = plan.user_port {
+        builder = builder.user_port(port);
+    }
+    let mut pe = match builder.join().await {
         Ok(pe) => pe,
         Err(e) => return config_error(e),
     };
     let id = pe.pe_id();
-    let t3 = plan.config.t3_deregistration;
+    let service = match plan.service {
+        Some(s) => format!(", serving {s:?}"),
+        None => String::new(),
+    };
     info!(
-        "PE {id} joining pool {} as {} with {} from {:?} over {kind}",
+        "PE {id} joining pool {} with {} at {:?} over {kind}{service}",
         plan.config.pool_handle,
-        plan.config.user_transport,
         plan.config.policy,
-        asap.local_addrs(),
+        pe.local_addrs(),
     );
     let searching = crate::node::hunt_description(&plan.config.hunt.registrars, plan.announce);
-    let (mut node, mut events) = Node::spawn(pe, Endpoints { asap, enrp: None }, announce);
+    let signer = std::sync::Arc::new(rserpool::CookieSigner::new(&plan.cookie_key));
     let signal = shutdown_signal();
     tokio::pin!(signal);
     // While the PE has no home it says so after a second and every five
@@ -235,25 +253,43 @@ async fn serve(mut plan: Plan, kind: BackendKind) -> ExitCode {
     let mut next_word = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
         tokio::select! {
-            Some(e) = events.recv() => {
-                if !log_event(&e) {
-                    node.stop().await;
+            event = pe.next() => match event {
+                Some(Event::Registration(e)) => {
+                    if !log_event(&e) {
+                        return ExitCode::FAILURE;
+                    }
+                    match e {
+                        PoolElementEvent::Registered { .. } | PoolElementEvent::HomeChanged { .. } => {
+                            hunting_since = None;
+                        }
+                        PoolElementEvent::HomeLost { .. } | PoolElementEvent::RegistrationExpired { .. }
+                            if hunting_since.is_none() =>
+                        {
+                            let now = tokio::time::Instant::now();
+                            hunting_since = Some(now);
+                            next_word = now + Duration::from_secs(1);
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Event::Session(session)) => match plan.service {
+                    Some(service) => {
+                        tokio::spawn(crate::service::serve(service, session, signer.clone()));
+                    }
+                    None => {
+                        info!("{} from {:?} refused: no --service", session.id(), session.peer());
+                        let _ = session.close().await;
+                    }
+                },
+                Some(Event::Failed(reason)) => {
+                    error!("PE {id} stopped: {reason}");
                     return ExitCode::FAILURE;
                 }
-                match e {
-                    PoolElementEvent::Registered { .. } | PoolElementEvent::HomeChanged { .. } => {
-                        hunting_since = None;
-                    }
-                    PoolElementEvent::HomeLost { .. } | PoolElementEvent::RegistrationExpired { .. }
-                        if hunting_since.is_none() =>
-                    {
-                        let now = tokio::time::Instant::now();
-                        hunting_since = Some(now);
-                        next_word = now + Duration::from_secs(1);
-                    }
-                    _ => {}
+                None => {
+                    error!("PE {id} stopped");
+                    return ExitCode::FAILURE;
                 }
-            }
+            },
             () = tokio::time::sleep_until(next_word), if hunting_since.is_some() => {
                 let since = hunting_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
                 warn!("not registered yet after {since:.0} s: {searching}");
@@ -261,56 +297,27 @@ async fn serve(mut plan: Plan, kind: BackendKind) -> ExitCode {
             }
             name = &mut signal => {
                 info!("PE {id} deregistering on {name}");
-                return deregister(node, events, t3).await;
-            }
-            reason = node.failed() => {
-                error!("PE {id} stopped: {reason}");
-                return ExitCode::FAILURE;
+                return deregister(pe).await;
             }
         }
     }
 }
 
-/// Deregisters and waits for the answer (the machine bounds the wait by T3;
-/// a second signal cuts it short).
-async fn deregister(
-    node: Node<PoolElement>,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<PoolElementEvent>,
-    t3: Duration,
-) -> ExitCode {
-    if node
-        .call(|pe: &mut PoolElement, now| pe.shutdown(now))
-        .await
-        .is_none()
-    {
-        return ExitCode::FAILURE;
-    }
-    // The machine always ends with Deregistered (confirmed or not) within T3.
-    let wait = async {
-        while let Some(e) = events.recv().await {
-            log_event(&e);
-            if matches!(e, PoolElementEvent::Deregistered { .. }) {
-                return true;
-            }
-        }
-        false
-    };
-    let done = tokio::select! {
-        d = tokio::time::timeout(t3 + Duration::from_secs(1), wait) => d.unwrap_or(false),
+/// Deregisters and waits for the answer (the library bounds the wait by
+/// T3; a second signal cuts it short).
+async fn deregister(pe: rserpool::PoolElement) -> ExitCode {
+    let confirmed = tokio::select! {
+        c = pe.leave() => c,
         name = shutdown_signal() => {
             warn!("{name} again: exiting without waiting for the registrar");
             false
         }
     };
-    if done {
-        // Give the transport a moment to send the SHUTDOWN the machine
-        // queued after the response, so the registrar sees a clean close.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    node.stop().await;
-    if done {
+    if confirmed {
+        info!("deregistered");
         ExitCode::SUCCESS
     } else {
+        warn!("deregistered without confirmation from a registrar");
         ExitCode::FAILURE
     }
 }

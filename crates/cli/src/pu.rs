@@ -1,5 +1,8 @@
-//! `rserpool pu`: a pool user that resolves a pool handle at a registrar
-//! and prints the pool element its policy selects, a number of times.
+//! `rserpool pu`: a pool user. By default a terminal session with a pool:
+//! lines from standard input go to a PE of the pool, answers come back on
+//! standard output, failovers are told on standard error. With
+//! `--resolve N` it resolves the pool handle N times instead and prints
+//! the PE the pool's policy selects each time.
 
 use crate::node::addr::{EndpointSpec, LocalAddr};
 use crate::node::duration::Dur;
@@ -29,10 +32,19 @@ pub struct Args {
     /// multi-homed one; port default 3863); repeatable.
     #[arg(long = "registrar", value_name = "ADDR")]
     registrar: Vec<EndpointSpec>,
-    /// Resolutions to make.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    count: u32,
-    /// Pause between resolutions.
+    /// Resolve the pool handle N times and print the PE selected each
+    /// time, instead of opening a terminal session.
+    #[arg(long, alias = "count", value_name = "N")]
+    resolve: Option<u32>,
+    /// Terminal: after the end of input, how long to wait for answers
+    /// still missing before closing the session [default: 5s].
+    #[arg(long, value_name = "DUR")]
+    reply_timeout: Option<Dur>,
+    /// Terminal: how long the association to a chosen PE may take before
+    /// the session tries another [default: 5s].
+    #[arg(long, value_name = "DUR")]
+    connect_timeout: Option<Dur>,
+    /// Pause between resolutions (--resolve).
     #[arg(long, value_name = "DUR", default_value = "1s")]
     interval: Dur,
     /// How long a resolution answers from the cache without asking a
@@ -66,22 +78,32 @@ pub struct Args {
 
 /// Text after the flag list of `rserpool pu --help`.
 pub const AFTER_HELP: &str = "\
-Each resolution prints one line to stdout: the selected PE \
+Terminal (the default): each line of standard input goes to a PE of the \
+pool as one message; each answer is printed on standard output. When the \
+PE fails the session moves to another, reporting on standard error \
+`failover: PE 0x... -> PE 0x... (reason)`, hands it the last cookie, and \
+sends again the lines that had no answer yet. End of input closes the \
+session (after the missing answers, or --reply-timeout).
+
+--resolve N: each resolution prints one line to stdout: the selected PE \
 (`pe=0x... at IP:PORT policy=LU load=12.5% cached=no`) or \
 `resolution failed: REASON`.
 
-Exit status: 0 if every resolution succeeded, 1 if any failed, 2 if the \
+Exit status: 0 when the input ended (terminal) or every resolution \
+succeeded, 1 if the session stopped or a resolution failed, 2 if the \
 configuration is invalid or the endpoint cannot be bound.";
 
-struct Plan {
-    pool: PoolHandle,
-    config: PoolUserConfig,
-    count: u32,
+pub(crate) struct Plan {
+    pub(crate) pool: PoolHandle,
+    pub(crate) config: PoolUserConfig,
+    /// `--resolve N`: resolve N times instead of a session.
+    count: Option<u32>,
     interval: Duration,
-    seed: u64,
-    local: Vec<SocketAddr>,
-    transport: TransportArgs,
-    announce: Option<SocketAddr>,
+    pub(crate) reply_timeout: Duration,
+    pub(crate) seed: u64,
+    pub(crate) local: Vec<SocketAddr>,
+    pub(crate) transport: TransportArgs,
+    pub(crate) announce: Option<SocketAddr>,
 }
 
 fn plan(a: Args) -> Result<Plan, String> {
@@ -90,8 +112,8 @@ fn plan(a: Args) -> Result<Plan, String> {
     if a.registrar.is_empty() && a.announce.is_none() {
         return Err("give at least one --registrar (or --announce to find registrars)".into());
     }
-    if a.count == 0 {
-        return Err("--count must be at least 1".into());
+    if a.resolve == Some(0) {
+        return Err("--resolve must be at least 1".into());
     }
     let mut c = PoolUserConfig {
         hunt: HuntConfig {
@@ -114,13 +136,17 @@ fn plan(a: Args) -> Result<Plan, String> {
         c.hunt.t5_server_hunt = d.0;
         c.hunt.retran_max = c.hunt.retran_max.max(d.0);
     }
+    if let Some(d) = a.connect_timeout {
+        c.session.connect_timeout = d.0;
+    }
     c.validate().map_err(|e| e.to_string())?;
     a.transport.tunables()?;
     Ok(Plan {
         pool,
         config: c,
-        count: a.count,
+        count: a.resolve,
         interval: a.interval.0,
+        reply_timeout: a.reply_timeout.map_or(Duration::from_secs(5), |d| d.0),
         seed: a.seed.unwrap_or_else(rand::random),
         local: a
             .local
@@ -142,7 +168,11 @@ pub fn run(args: Args) -> ExitCode {
         Ok(k) => k,
         Err(e) => return config_error(e),
     };
-    block_on(resolve(plan, kind))
+    if plan.count.is_some() {
+        block_on(resolve(plan, kind))
+    } else {
+        block_on(crate::terminal::run(plan, kind))
+    }
 }
 
 async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
@@ -172,7 +202,7 @@ async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
     };
     let (mut node, mut events) = Node::spawn(pu, Endpoints { asap, enrp: None }, announce);
     let mut all_ok = true;
-    for i in 0..plan.count {
+    for i in 0..plan.count.unwrap_or(1) {
         if i > 0 {
             tokio::time::sleep(plan.interval).await;
         }

@@ -31,17 +31,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// Checks the options and the registrar list.
-    pub(crate) fn hunt(&self) -> Result<HuntConfig, Error> {
+    /// Puts the registrar list into `hunt` (whose timers stay as they are).
+    pub(crate) fn hunt(&self, hunt: &mut HuntConfig) -> Result<(), Error> {
         if self.registrars.is_empty() && self.announce.is_none() {
             return Err(Error::Config(
                 "give at least one registrar, or an announce address to learn them from".into(),
             ));
         }
-        Ok(HuntConfig {
-            registrars: self.registrars.clone(),
-            ..HuntConfig::default()
-        })
+        hunt.registrars = self.registrars.clone();
+        Ok(())
     }
 
     /// Binds the endpoint (listening or not) and joins the announce channel.

@@ -71,6 +71,7 @@ pub struct PoolElementBuilder {
     config: PoolElementConfig,
     options: Options,
     user_addrs: Vec<IpAddr>,
+    user_port: Option<u16>,
 }
 
 impl PoolElementBuilder {
@@ -102,6 +103,13 @@ impl PoolElementBuilder {
     /// local addresses (behind NAT, or bound to the unspecified address).
     pub fn user_addrs(mut self, addrs: Vec<IpAddr>) -> Self {
         self.user_addrs = addrs;
+        self
+    }
+
+    /// The port pool users are told to connect to, when it is not the
+    /// endpoint's own (a proxy or port forwarding in between).
+    pub fn user_port(mut self, port: u16) -> Self {
+        self.user_port = Some(port);
         self
     }
 
@@ -143,8 +151,9 @@ impl PoolElementBuilder {
             mut config,
             mut options,
             user_addrs,
+            user_port,
         } = self;
-        config.hunt = options.hunt()?;
+        options.hunt(&mut config.hunt)?;
         if options.local.is_empty() {
             options.local.push(SocketAddr::new([0, 0, 0, 0].into(), 0));
         }
@@ -164,7 +173,9 @@ impl PoolElementBuilder {
         // A registrar that takes the PE over opens an association to it,
         // and so do pool users: the endpoint listens.
         let (endpoint, announce, kind) = options.bind(true, SCTP_UDP_PORT).await?;
-        let port = endpoint.local_addrs().first().map_or(0, SocketAddr::port);
+        let port = user_port
+            .or_else(|| endpoint.local_addrs().first().map(SocketAddr::port))
+            .unwrap_or(0);
         config.user_transport = UserTransport::Address(TransportAddress::sctp(
             port,
             TransportUse::DataPlusControl,
@@ -178,7 +189,7 @@ impl PoolElementBuilder {
         )
         .map_err(|e| Error::Config(e.to_string()))?;
         let pe_id = machine.pe_id();
-        tracing::info!(%pe_id, pool = %config.pool_handle, ?local, %kind, "pool element joining");
+        tracing::debug!(%pe_id, pool = %config.pool_handle, ?local, %kind, "pool element joining");
         let (node, events) = Node::spawn(
             machine,
             Endpoints {
@@ -228,16 +239,23 @@ impl PoolElement {
     /// Starts setting up a pool element of `pool`.
     pub fn builder(pool: &str) -> Result<PoolElementBuilder, Error> {
         let pool = pool_handle(pool)?;
-        Ok(PoolElementBuilder {
-            // The user transport is filled in once the endpoint is bound.
-            config: PoolElementConfig::new(
-                pool,
-                UserTransport::Opaque(Bytes::new()),
-                Policy::RoundRobin,
-            ),
+        // The user transport is filled in once the endpoint is bound.
+        Ok(Self::with_config(PoolElementConfig::new(
+            pool,
+            UserTransport::Opaque(Bytes::new()),
+            Policy::RoundRobin,
+        )))
+    }
+
+    /// Starts setting up a pool element from a complete protocol
+    /// configuration (its user transport is replaced by the endpoint's).
+    pub fn with_config(config: PoolElementConfig) -> PoolElementBuilder {
+        PoolElementBuilder {
+            config,
             options: Options::default(),
             user_addrs: Vec::new(),
-        })
+            user_port: None,
+        }
     }
 
     /// The PE identifier.
@@ -284,6 +302,17 @@ impl PoolElement {
     /// repeated here.
     pub async fn registration_event(&mut self) -> Option<PoolElementEvent> {
         self.registration_events.recv().await
+    }
+
+    /// The next thing that happens to the PE, for applications that follow
+    /// sessions and registration in one loop; `None` once it has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        tokio::select! {
+            Some(s) = self.incoming.recv() => Some(Event::Session(s)),
+            Some(e) = self.registration_events.recv() => Some(Event::Registration(e)),
+            reason = self.node.failed() => Some(Event::Failed(reason)),
+            else => None,
+        }
     }
 
     /// Changes the policy value and re-registers at once.
@@ -345,6 +374,18 @@ impl PoolElement {
         }
         false
     }
+}
+
+/// What [`PoolElement::next`] reports.
+#[derive(Debug)]
+pub enum Event {
+    /// A pool user opened a session.
+    Session(Session),
+    /// News of the PE's dealings with registrars (see
+    /// [`PoolElement::registration_event`]).
+    Registration(PoolElementEvent),
+    /// The PE's runtime stopped by itself (its endpoint failed); the reason.
+    Failed(String),
 }
 
 /// What arrives on a session at a pool element.

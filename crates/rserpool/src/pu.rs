@@ -161,7 +161,7 @@ impl SessionBuilder {
             options,
             card,
         } = self;
-        config.hunt = options.hunt()?;
+        options.hunt(&mut config.hunt)?;
         config
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -213,12 +213,21 @@ pub struct Session {
 impl Session {
     /// Starts setting up a session with `pool`.
     pub fn builder(pool: &str) -> Result<SessionBuilder, Error> {
-        Ok(SessionBuilder {
-            pool: pool_handle(pool)?,
-            config: PoolUserConfig::default(),
+        Ok(Self::with_config(
+            pool_handle(pool)?,
+            PoolUserConfig::default(),
+        ))
+    }
+
+    /// Starts setting up a session with `pool` from a complete protocol
+    /// configuration of the pool user.
+    pub fn with_config(pool: PoolHandle, config: PoolUserConfig) -> SessionBuilder {
+        SessionBuilder {
+            pool,
+            config,
             options: Options::default(),
             card: None,
-        })
+        }
     }
 
     /// The pool.

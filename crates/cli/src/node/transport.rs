@@ -131,4 +131,21 @@ impl TransportArgs {
     }
 }
 
+/// The library's transport options for backend `kind` with these flags;
+/// `default_udp_port` applies without `--udp-port`.
+pub fn options(
+    args: &TransportArgs,
+    kind: BackendKind,
+    default_udp_port: u16,
+) -> Result<rserpool::TransportOptions, String> {
+    Ok(rserpool::TransportOptions {
+        backend: match kind {
+            BackendKind::Kernel => Backend::Kernel,
+            BackendKind::Udp => Backend::Udp,
+        },
+        tunables: args.tunables()?,
+        udp: Some(args.udp(default_udp_port)),
+    })
+}
+
 pub use rserpool::transport::bind;

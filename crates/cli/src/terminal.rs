@@ -1,0 +1,143 @@
+//! `rserpool pu`'s terminal: a session with a pool driven by standard
+//! input (the counterpart of the reference implementation's rspterminal).
+//!
+//! Each input line is one message, sent with resend on failover; each
+//! message that comes back answers the oldest line still unanswered,
+//! which is then released. So after a failover the new PE gets the newest
+//! cookie and then, in order, the lines the old PE had not answered: a
+//! service that answers each line once (echo, daytime, pingpong, calcapp)
+//! prints every answer once and in order across PE failures.
+
+use crate::node::config_error;
+use crate::node::output;
+use crate::pu::Plan;
+use rserpool::pu::{Session, SessionEvent};
+use rserpool::{ResolutionFailure, SendOptions};
+use rserpool_net::transport::select::BackendKind;
+use std::collections::VecDeque;
+use std::process::ExitCode;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Runs the terminal until the input ends and the answers are in.
+pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
+    let transport = match crate::node::transport::options(&plan.transport, kind, 0) {
+        Ok(t) => t,
+        Err(e) => return config_error(e),
+    };
+    let options = rserpool::Options {
+        registrars: plan.config.hunt.registrars.clone(),
+        announce: plan.announce,
+        local: plan.local.clone(),
+        transport,
+        seed: Some(plan.seed),
+    };
+    let mut session = match Session::with_config(plan.pool.clone(), plan.config.clone())
+        .options(options)
+        .connect()
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    let searching = crate::node::hunt_description(&plan.config.hunt.registrars, plan.announce);
+    let resend = SendOptions {
+        resend: true,
+        ..SendOptions::default()
+    };
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut unanswered: VecDeque<u64> = VecDeque::new();
+    let mut input_open = true;
+    let mut connected = false;
+    let started = tokio::time::Instant::now();
+    let mut next_word = started + std::time::Duration::from_secs(1);
+    let mut deadline = None;
+    let code = loop {
+        if !input_open && unanswered.is_empty() {
+            break ExitCode::SUCCESS;
+        }
+        tokio::select! {
+            line = lines.next_line(), if input_open => match line {
+                Ok(Some(line)) => match session.send_with(rserpool::pe::DEFAULT_PPID, line, resend).await {
+                    Ok(seq) => unanswered.push_back(seq),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        break ExitCode::FAILURE;
+                    }
+                },
+                Ok(None) | Err(_) => {
+                    input_open = false;
+                    deadline = Some(tokio::time::Instant::now() + plan.reply_timeout);
+                }
+            },
+            event = session.next() => match event {
+                Some(SessionEvent::Data { data, .. }) => {
+                    let text = String::from_utf8_lossy(&data);
+                    if !output::line(text.trim_end_matches('\n')) {
+                        break ExitCode::SUCCESS;
+                    }
+                    if let Some(seq) = unanswered.pop_front() {
+                        let _ = session.release(seq).await;
+                    }
+                    if !input_open {
+                        deadline = Some(tokio::time::Instant::now() + plan.reply_timeout);
+                    }
+                }
+                Some(SessionEvent::Connected { pe_id, .. }) => {
+                    if !connected {
+                        tracing::info!("connected to PE {pe_id} of pool {}", plan.pool);
+                    }
+                    connected = true;
+                }
+                Some(SessionEvent::Failover { from, to, reason, .. }) => {
+                    eprintln!("failover: PE {from} -> PE {to} ({reason})");
+                }
+                Some(SessionEvent::Unavailable { reason, retry_in }) => {
+                    eprintln!(
+                        "no pool element of {} available ({}); trying again in {} ms",
+                        plan.pool,
+                        unavailable_text(&reason),
+                        retry_in.as_millis()
+                    );
+                }
+                None => {
+                    eprintln!("error: the session stopped");
+                    break ExitCode::FAILURE;
+                }
+            },
+            () = tokio::time::sleep_until(next_word), if !connected => {
+                tracing::warn!(
+                    "not connected yet after {:.0} s: {searching}",
+                    started.elapsed().as_secs_f64()
+                );
+                next_word += std::time::Duration::from_secs(5);
+            }
+            () = sleep_until(deadline) => {
+                tracing::info!(
+                    "{} line(s) without an answer after {} ms; closing",
+                    unanswered.len(),
+                    plan.reply_timeout.as_millis()
+                );
+                break ExitCode::SUCCESS;
+            }
+        }
+    };
+    session.close().await;
+    code
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn unavailable_text(r: &ResolutionFailure) -> String {
+    match r {
+        ResolutionFailure::Timeout => "no answer from a registrar".into(),
+        ResolutionFailure::NoRegistrar => "no registrar known".into(),
+        ResolutionFailure::NoPoolElements => "the pool has no usable pool element".into(),
+        ResolutionFailure::Rejected(_) if r.is_unknown_pool() => "unknown pool handle".into(),
+        ResolutionFailure::Rejected(c) => format!("refused by the registrar: {c:?}"),
+    }
+}
