@@ -82,7 +82,7 @@ else
   fail "1a our PE registers at rspregistrar" "no registration within 15 s" ourpe1 rspreg1
 fi
 timeout 30 rserpool pu --pool echo --registrar $IP:3863 --transport kernel \
-  --count 3 --interval 300ms --cache 0 >"$LOGS/ourpu1" 2>&1
+  --resolve 3 --interval 300ms --cache 0 >"$LOGS/ourpu1" 2>&1
 rc=$?
 n=$(grep -c "pe=$OUR_PE_ID" "$LOGS/ourpu1")
 if [ "$rc" -eq 0 ] && [ "$n" -eq 3 ]; then
@@ -94,7 +94,7 @@ fi
 # answered, else it removes the PE: wait several keep-alive rounds.
 sleep 5
 timeout 20 rserpool pu --pool echo --registrar $IP:3863 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu1d" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu1d" 2>&1
 if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu1d" && grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu1"; then
   pass "1d our PE survives rspregistrar's keep-alives" "$(grep -m1 "pe=" "$LOGS/ourpu1d")"
 else
@@ -103,7 +103,7 @@ fi
 # Deregistration: after SIGTERM our PE deregisters, so the pool is gone.
 stop ourpe1
 timeout 20 rserpool pu --pool echo --registrar $IP:3863 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu1c" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu1c" 2>&1
 if grep -qi 'deregistered' "$LOGS/ourpe1" && grep -q 'unknown pool handle' "$LOGS/ourpu1c" &&
   grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu1"; then
   pass "1c our PE deregisters at rspregistrar" "pool echo unknown afterwards"
@@ -128,7 +128,7 @@ else
   fail "2a rspserver registers at our registrar" "nothing logged within 15 s" ourreg2 rsppe2
 fi
 timeout 30 rserpool pu --pool echo --registrar $IP:3864 --transport kernel \
-  --count 3 --interval 300ms --cache 0 >"$LOGS/ourpu2" 2>&1
+  --resolve 3 --interval 300ms --cache 0 >"$LOGS/ourpu2" 2>&1
 rc=$?
 n=$(grep -c "pe=$RSP_PE_ID" "$LOGS/ourpu2")
 if [ "$rc" -eq 0 ] && [ "$n" -eq 3 ]; then
@@ -149,7 +149,7 @@ fi
 # few keep-alive rounds (interval 1 s +-50 %, timeout 1 s) and resolve again.
 sleep 5
 timeout 20 rserpool pu --pool echo --registrar $IP:3864 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu2b" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu2b" 2>&1
 if grep -q "pe=$RSP_PE_ID" "$LOGS/ourpu2b"; then
   pass "2d rspserver stays registered across our keep-alives" "$(grep -m1 "pe=" "$LOGS/ourpu2b")"
 else
@@ -175,14 +175,14 @@ start rsppe3 rspserver -echo -poolhandle=theirs -registrar=$IP:3863 \
 wait_log ourpe3 15 ' registered'
 sleep 4
 timeout 20 rserpool pu --pool ours --registrar $IP:3863 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu3a" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu3a" 2>&1
 if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu3a"; then
   pass "3a our registrar's PE replicated to rspregistrar (ENRP update)" "$(grep -m1 "pe=" "$LOGS/ourpu3a")"
 else
   fail "3a our registrar's PE replicated to rspregistrar (ENRP update)" "not resolvable there" ourpu3a ourreg3 rspreg3 ourpe3
 fi
 timeout 20 rserpool pu --pool theirs --registrar $IP:3864 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu3b" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu3b" 2>&1
 if grep -q "pe=$RSP_PE_ID" "$LOGS/ourpu3b"; then
   pass "3b rspregistrar's PE replicated to our registrar (ENRP update)" "$(grep -m1 "pe=" "$LOGS/ourpu3b")"
 else
@@ -199,14 +199,14 @@ stop ourpe3
 stop rsppe3
 sleep 1
 timeout 20 rserpool pu --pool ours --registrar $IP:3863 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu3d" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu3d" 2>&1
 if grep -q 'unknown pool handle' "$LOGS/ourpu3d"; then
   pass "3d our PE's deregistration replicated to rspregistrar" "pool ours unknown there"
 else
   fail "3d our PE's deregistration replicated to rspregistrar" "still resolvable" ourpu3d ourreg3 rspreg3
 fi
 timeout 20 rserpool pu --pool theirs --registrar $IP:3864 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu3e" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu3e" 2>&1
 if grep -q 'unknown pool handle' "$LOGS/ourpu3e"; then
   pass "3e rspserver's deregistration replicated to our registrar" "pool theirs unknown here"
 else
@@ -261,7 +261,7 @@ takeover_case 4a "$FAST_RSP" "$SLOW_OUR"
 if wait_log ourpe4a 15 'home changed to registrar' &&
   ! grep -q 'home changed to registrar 0x0b0b000c' "$LOGS/ourpe4a"; then
   timeout 20 rserpool pu --pool ta --registrar $IP:3863 --transport kernel \
-    --count 1 --cache 0 >"$LOGS/ourpu4a" 2>&1
+    --resolve 1 --cache 0 >"$LOGS/ourpu4a" 2>&1
   if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu4a"; then
     pass "4a rspregistrar takes over our PE, our registrar acknowledges" "$(grep -m1 'home changed' "$LOGS/ourpe4a")"
   else
@@ -277,7 +277,7 @@ fi
 eval "kill -9 \$PID_victim4a"
 sleep 3
 timeout 20 rserpool pu --pool ta --registrar $IP:3865 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu4c" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu4c" 2>&1
 if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu4c"; then
   pass "4c the acknowledging registrar (ours) keeps the taken-over PE" "$(grep -m1 "pe=" "$LOGS/ourpu4c")"
 else
@@ -287,7 +287,7 @@ fi
 # remove it at the acknowledging registrar as well.
 stop ourpe4a
 timeout 20 rserpool pu --pool ta --registrar $IP:3865 --transport kernel \
-  --count 1 --cache 0 >"$LOGS/ourpu4e" 2>&1
+  --resolve 1 --cache 0 >"$LOGS/ourpu4e" 2>&1
 if grep -q 'unknown pool handle' "$LOGS/ourpu4e"; then
   pass "4e deregistration at the new home replicated to our registrar" "pool ta unknown there"
 else
@@ -298,7 +298,7 @@ takeover_cleanup 4a
 takeover_case 4d "$SLOW_RSP" "$FAST_OUR"
 if wait_log ourpe4d 15 'home changed to registrar 0x0b0b000c'; then
   timeout 20 rserpool pu --pool ta --registrar $IP:3863 --transport kernel \
-    --count 1 --cache 0 >"$LOGS/ourpu4d" 2>&1
+    --resolve 1 --cache 0 >"$LOGS/ourpu4d" 2>&1
   if grep -q "pe=$OUR_PE_ID" "$LOGS/ourpu4d" && grep -q 'takeover of 0x0b0b0004 completed' "$LOGS/ourreg4d"; then
     pass "4d our registrar takes over our PE, rspregistrar acknowledges" "$(grep -m1 'takeover of .* completed' "$LOGS/ourreg4d")"
   else
@@ -323,7 +323,7 @@ if wait_log ourreg4b 15 'takeover of .* completed'; then
   # there after several rounds.
   sleep 5
   timeout 20 rserpool pu --pool tb --registrar $IP:3864 --transport kernel \
-    --count 1 --cache 0 >"$LOGS/ourpu4b" 2>&1
+    --resolve 1 --cache 0 >"$LOGS/ourpu4b" 2>&1
   if grep -q "pe=$RSP_PE_ID" "$LOGS/ourpu4b"; then
     pass "4b our registrar takes over rspserver from dead rspregistrar" "$(grep -m1 'takeover of .* completed' "$LOGS/ourreg4b")"
   else

@@ -149,7 +149,7 @@ fn args(s: &str) -> Vec<String> {
 fn resolve(registrar: &str, count: u32) -> (i32, Vec<String>, Vec<String>) {
     let out = Command::new(BIN)
         .args(args(&format!(
-            "pu --transport udp --pool echo --registrar {registrar} --count {count} --interval 0 \
+            "pu --transport udp --pool echo --registrar {registrar} --resolve {count} --interval 0 \
              --request-timeout 1s --retransmits 1 --server-hunt-timeout 1s"
         )))
         .output()
@@ -437,7 +437,7 @@ fn pe_and_pu_find_the_registrar_through_announces() {
     );
     let out = Command::new(BIN)
         .args(args(&format!(
-            "pu {FAST_SCTP} --pool echo --local {} --announce {}:4000 --request-timeout 2s",
+            "pu {FAST_SCTP} --pool echo --local {} --announce {}:4000 --request-timeout 2s --resolve 1",
             ip(12),
             ip(12)
         )))

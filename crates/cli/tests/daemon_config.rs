@@ -126,10 +126,10 @@ fn pe_and_pu_refuse_bad_settings() {
             "echo",
             "--registrar",
             "127.0.0.1",
-            "--count",
+            "--resolve",
             "0",
         ],
-        "--count",
+        "--resolve",
     );
     assert_refused(
         &["pu", "--pool", "", "--registrar", "127.0.0.1"],
@@ -201,7 +201,7 @@ fn pu_without_a_registrar_prints_failures_and_exits_1() {
         "echo",
         "--registrar",
         &nobody,
-        "--count",
+        "--resolve",
         "2",
         "--interval",
         "0",

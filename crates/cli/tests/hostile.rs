@@ -219,11 +219,11 @@ impl Resolution {
     }
 }
 
-/// Runs `rserpool pu --count 2` against the registrar's ASAP endpoint.
+/// Runs `rserpool pu --resolve 2` against the registrar's ASAP endpoint.
 fn resolve(registrar: IpAddr, request_timeout: &str) -> Resolution {
     let out = Command::new(BIN)
         .args(args(&format!(
-            "pu --transport udp --pool echo --registrar {registrar} --count 2 --interval 0 \
+            "pu --transport udp --pool echo --registrar {registrar} --resolve 2 --interval 0 \
              --cache 0 --request-timeout {request_timeout} --retransmits 1 \
              --server-hunt-timeout 2s"
         )))

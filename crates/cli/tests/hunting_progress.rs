@@ -13,7 +13,7 @@ fn a_pu_without_registrar_says_so_and_gives_up() {
     // 127.0.5.x: nothing listens there.
     let out = Command::new(BIN)
         .args(
-            "pu --transport udp --pool echo --registrar 127.0.5.1 --count 1 \
+            "pu --transport udp --pool echo --registrar 127.0.5.1 --resolve 1 \
              --request-timeout 1s --retransmits 1 --server-hunt-timeout 1s"
                 .split_whitespace(),
         )
