@@ -26,7 +26,7 @@ failed=0
 PIDS=""
 
 # INTEROP_STEPS selects steps (default all), e.g. "3 4".
-want() { case " ${INTEROP_STEPS:-1 2 3 4} " in *" $1 "*) return 0 ;; esac; return 1; }
+want() { case " ${INTEROP_STEPS:-1 2 3 4 5 6} " in *" $1 "*) return 0 ;; esac; return 1; }
 pass() { echo "INTEROP $1: PASS ($2)"; }
 fail() {
   echo "INTEROP $1: FAIL ($2)"
@@ -334,6 +334,114 @@ else
 fi
 stop rsppe4b
 stop ourreg4b
+fi
+
+# ------------------------------------------------------------- step 5
+# Sessions across the implementations, through our registrar: our terminal
+# with rspserver's echo service, rspterminal with our echo PE, and a
+# session that fails over from a PE of one implementation to one of the
+# other when the serving PE is killed.
+if want 5; then
+start ourreg5 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+  --enrp-port 9902 --id 0x0b0b0005 --mentor-discovery-timeout 500ms \
+  --keep-alive-interval 1s --keep-alive-timeout 1s
+sleep 2
+start rsppe5 rspserver -echo -poolhandle=theirs -registrar=$IP:3864 \
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=${RSPLIB_LOGLEVEL:-3}
+start ourpe5 rserpool pe --pool ours --registrar $IP:3864 --transport kernel \
+  --local $IP --id "$OUR_PE_ID" --service echo
+wait_log ourreg5 15 "of pool theirs registered"
+wait_log ourpe5 15 ' registered'
+printf 'to-rspserver-1\nto-rspserver-2\nto-rspserver-3\n' | timeout 30 rserpool pu --pool theirs \
+  --registrar $IP:3864 --transport kernel --reply-timeout 5s >"$LOGS/ourterm5a" 2>"$LOGS/ourterm5a.err"
+rc=$?
+if [ "$rc" -eq 0 ] && [ "$(cat "$LOGS/ourterm5a")" = "$(printf 'to-rspserver-1\nto-rspserver-2\nto-rspserver-3')" ]; then
+  pass "5a our terminal gets rspserver's echoes" "3 of 3 lines, in order"
+else
+  fail "5a our terminal gets rspserver's echoes" "exit $rc" ourterm5a ourterm5a.err ourreg5 rsppe5
+fi
+(echo "to-our-pe"; sleep 6) | timeout 12 rspterminal -poolhandle=ours \
+  -registrar=$IP:3864 -logcolor=off -loglevel=1 >"$LOGS/rspterm5b" 2>&1
+if grep -q "to-our-pe" "$LOGS/rspterm5b" && grep -q " opened (echo)" "$LOGS/ourpe5"; then
+  pass "5b rspterminal gets our PE's echo" "$(grep -m1 ' opened (echo)' "$LOGS/ourpe5")"
+else
+  fail "5b rspterminal gets our PE's echo" "no echo" rspterm5b ourpe5 ourreg5
+fi
+stop rsppe5
+stop ourpe5
+# One pool, a PE of each implementation; the serving one is killed
+# mid-session and the session goes on at the other.
+start rsppe5c rspserver -echo -poolhandle=mixed -registrar=$IP:3864 \
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=${RSPLIB_LOGLEVEL:-3}
+start ourpe5c rserpool pe --pool mixed --registrar $IP:3864 --transport kernel \
+  --local $IP --id "$OUR_PE_ID" --service echo
+wait_log ourreg5 15 "of pool mixed registered"
+wait_log ourpe5c 15 ' registered'
+sleep 1
+(for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo "mixed-$i"; sleep 0.3; done) |
+  timeout 60 rserpool pu --pool mixed --registrar $IP:3864 --transport kernel \
+  --sctp-heartbeat-interval 200ms --sctp-dead-peer-timeout 1s --reply-timeout 10s \
+  >"$LOGS/ourterm5c" 2>"$LOGS/ourterm5c.err" &
+term=$!
+sleep 2
+if grep -q " opened (echo)" "$LOGS/ourpe5c"; then
+  victim=ours; kill -9 "$PID_ourpe5c"
+else
+  victim=rsplib; kill -9 "$PID_rsppe5c"
+fi
+wait "$term"
+rc=$?
+want_out=$(for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo "mixed-$i"; done)
+if [ "$rc" -eq 0 ] && [ "$(cat "$LOGS/ourterm5c")" = "$want_out" ] && grep -q '^failover: PE' "$LOGS/ourterm5c.err"; then
+  pass "5c a session fails over between the implementations" "killed the $victim PE: $(grep -m1 '^failover' "$LOGS/ourterm5c.err")"
+else
+  fail "5c a session fails over between the implementations" "exit $rc after killing the $victim PE" ourterm5c ourterm5c.err ourpe5c rsppe5c ourreg5
+fi
+stop rsppe5c
+stop ourpe5c
+stop ourreg5
+fi
+
+# ------------------------------------------------------------- step 6
+# A lossy, slow link: netem on lo delays every packet by 50 ms and drops
+# 10 %; an echo session still returns 1,000 lines in order, over our SCTP
+# over UDP (each node on its own address, UDP port 9899) and over kernel SCTP.
+if want 6; then
+# busybox's tc (first on PATH) knows no netem: use iproute2's.
+TC=""
+for c in /usr/sbin/tc /sbin/tc /usr/bin/tc; do
+  if [ -f "$c" ] && [ ! -L "$c" ]; then TC=$c; break; fi
+done
+if [ -n "$TC" ] && "$TC" qdisc add dev lo root netem delay 50ms loss 10%; then
+  awk 'BEGIN { for (i = 1; i <= 1000; i++) printf "%04d over a lossy link\n", i }' >"$LOGS/lossy.in"
+  for t in udp kernel; do
+    case $t in
+      udp) R=10.0.0.2; E=10.0.0.3; P=10.0.0.4; U=10.0.0.5; RP=3863; EP=9901 ;;
+      kernel) R=$IP; E=$IP; P=$IP; U=$IP; RP=3864; EP=9902 ;;
+    esac
+    for a in $R $E $P $U; do ip addr add "$a/32" dev lo 2>/dev/null; done
+    start "ourreg6$t" rserpool registrar --transport $t --addr $R --enrp-addr $E \
+      --asap-port $RP --enrp-port $EP --mentor-discovery-timeout 500ms
+    sleep 1
+    start "ourpe6$t" rserpool pe --transport $t --pool lossy --local $P --registrar $R:$RP --service echo
+    wait_log "ourpe6$t" 30 ' registered'
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    timeout 240 rserpool pu --transport $t --pool lossy --registrar $R:$RP --local $U \
+      --reply-timeout 60s <"$LOGS/lossy.in" >"$LOGS/lossy6$t.out" 2>"$LOGS/lossy6$t.err"
+    rc=$?
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    if [ "$rc" -eq 0 ] && cmp -s "$LOGS/lossy.in" "$LOGS/lossy6$t.out"; then
+      pass "6 1,000 echo lines in order over 10 % loss and 50 ms delay ($t)" "${t0}s -> ${t1}s uptime"
+    else
+      fail "6 1,000 echo lines in order over 10 % loss and 50 ms delay ($t)" "exit $rc, $(wc -l <"$LOGS/lossy6$t.out") lines back" "lossy6$t.err" "ourpe6$t" "ourreg6$t"
+    fi
+    stop "ourpe6$t"
+    stop "ourreg6$t"
+  done
+  "$TC" qdisc del dev lo root
+else
+  fail "6 lossy link" "tc netem is not available in the guest"
+fi
 fi
 
 # Warnings and errors either side logged, as evidence even when all passed

@@ -9,6 +9,10 @@
 #      resolved at the other registrar; hsdump reads our handle table
 #   4  takeovers: a registrar of one implementation is killed, one of the
 #      other takes its PE over
+#   5  sessions: our terminal with rspserver's echo, rspterminal with our
+#      echo PE, and a session failing over between the implementations
+#   6  an echo session of 1,000 lines over netem (10 % loss, 50 ms delay)
+#      on the guest's loopback, over SCTP over UDP and kernel SCTP
 # Each check prints "INTEROP <name>: PASS|FAIL"; the script exits 0 only if
 # all passed. The console log is target/vm-cache/last-boot.log, the logs of
 # every program run in the guest land in target/vm-cache/rsplib-interop-logs/.
@@ -21,7 +25,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 TIMEOUT=300
 PROFILE=debug
-STEPS="1 2 3 4"
+STEPS="1 2 3 4 5 6"
 RSPLIB_LOGLEVEL=3
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -59,7 +63,8 @@ rm -rf "$SHARE" && mkdir -p "$SHARE/logs"
 set +e
 scripts/vm/run-kernel-tests.sh --no-default --timeout "$TIMEOUT" --share "$SHARE" \
   --bin "$BINDIR/rserpool" --bin "$BINDIR/rsplib-interop-guest.sh" \
-  --deb rsplib-registrar --deb rsplib-tools --deb-deps \
+  --deb rsplib-registrar --deb rsplib-tools --deb iproute2 --deb-deps \
+  --module sch_netem \
   --run "INTEROP_STEPS='$STEPS' RSPLIB_LOGLEVEL=$RSPLIB_LOGLEVEL rsplib-interop-guest.sh" | tee "$BINDIR/console"
 rc=${PIPESTATUS[0]}
 rm -rf "$ROOT/target/vm-cache/rsplib-interop-logs"

@@ -81,6 +81,14 @@ where
         }
     }
 
+    /// Stops the runtime at once, as a crash would: nothing more is sent,
+    /// associations are not shut down (peers notice by their timers).
+    pub fn abort(self) {
+        if let Some(task) = self.task {
+            task.abort();
+        }
+    }
+
     /// Stops the runtime after it has sent what the machine queued.
     pub async fn stop(self) {
         drop(self.commands);

@@ -340,6 +340,13 @@ impl PoolElement {
         self.node.failed().await
     }
 
+    /// Stops at once, as a crash would: no deregistration, no SHUTDOWN;
+    /// registrars and pool users notice by their timers. For tests and
+    /// failure experiments.
+    pub fn abort(self) {
+        self.node.abort();
+    }
+
     /// Deregisters (waiting for the registrar's answer up to T3) and stops;
     /// sessions still open are shut down gracefully. Returns whether a
     /// registrar confirmed the deregistration.
