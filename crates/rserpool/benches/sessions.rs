@@ -65,9 +65,15 @@ fn registrar() -> rserpool::node::Node<Registrar> {
     rserpool::node::Node::spawn(machine, endpoints, None).0
 }
 
-/// An echo PE at host `host`, registered; sending on the returned channel
-/// kills it.
-async fn echo_pe(host: u8) -> (rserpool::PeId, tokio::sync::oneshot::Sender<()>) {
+/// A running echo PE: sending on `kill` kills it; `served` ends when it is dead.
+struct Echo {
+    id: rserpool::PeId,
+    kill: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+/// An echo PE at host `host`, registered.
+async fn echo_pe(host: u8) -> Echo {
     let mut pe = PoolElement::builder("bench")
         .unwrap()
         .registrar(at(1, 3863))
@@ -79,7 +85,7 @@ async fn echo_pe(host: u8) -> (rserpool::PeId, tokio::sync::oneshot::Sender<()>)
     pe.registered().await.expect("registered");
     let id = pe.pe_id();
     let (kill, mut killed) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         loop {
             tokio::select! {
                 s = pe.accept() => {
@@ -101,7 +107,7 @@ async fn echo_pe(host: u8) -> (rserpool::PeId, tokio::sync::oneshot::Sender<()>)
             }
         }
     });
-    (id, kill)
+    Echo { id, kill, served }
 }
 
 async fn session() -> Session {
@@ -154,10 +160,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let quick = std::env::args().any(|a| a == "--quick");
     let (trials, secs) = if quick { (20, 1.0) } else { (100, 3.0) };
     let _registrar = registrar();
-    let mut pes: VecDeque<(rserpool::PeId, tokio::sync::oneshot::Sender<()>)> = VecDeque::new();
+    let mut pes: VecDeque<Echo> = VecDeque::new();
     pes.push_back(echo_pe(10).await);
     pes.push_back(echo_pe(11).await);
 
@@ -182,13 +191,16 @@ async fn main() {
         data(&mut s).await;
         s.release(seq).await.unwrap();
         let serving = s.pe().expect("connected");
-        let i = pes
-            .iter()
-            .position(|(id, _)| *id == serving)
-            .expect("a known PE");
-        let (_, kill) = pes.remove(i).unwrap();
+        let Some(i) = pes.iter().position(|e| e.id == serving) else {
+            panic!(
+                "the session is at PE {serving}, not one of {:?}",
+                pes.iter().map(|e| e.id).collect::<Vec<_>>()
+            );
+        };
+        let victim = pes.remove(i).unwrap();
         let t0 = std::time::Instant::now();
-        let _ = kill.send(());
+        let _ = victim.kill.send(());
+        let _ = victim.served.await;
         // The answer comes from the next PE: the request is resent there.
         let seq = s.send_with(0, "ping", resend).await.unwrap();
         data(&mut s).await;

@@ -45,6 +45,11 @@ pub struct SessionConfig {
     /// Most bytes of application messages a session holds while it has no
     /// working association; sends beyond fail with `QueueFull`. Default 1 MiB.
     pub max_queued_bytes: usize,
+    /// How long a session does not try a PE that failed again: registrars
+    /// may list a dead PE for a while after it was reported. While every
+    /// PE the pool lists failed this recently, the session waits (and says
+    /// so). Default 10 s.
+    pub failed_pe_memory: Duration,
 }
 
 impl Default for SessionConfig {
@@ -53,6 +58,7 @@ impl Default for SessionConfig {
             connect_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
             max_queued_bytes: 1 << 20,
+            failed_pe_memory: Duration::from_secs(10),
         }
     }
 }

@@ -205,6 +205,8 @@ struct Query {
     retransmits: u32,
     /// Whether a HANDLE_RESOLUTION has gone out at all (a registrar was known).
     sent: bool,
+    /// How many PEs to ask for (Handle Resolution Option), if not the configured number.
+    items: Option<u32>,
 }
 
 /// The registrar requests go to.
@@ -312,10 +314,24 @@ impl PoolUser {
     /// outstanding for the pool. The answer is a [`PoolUserEvent`] carrying
     /// the returned id.
     pub fn resolve(&mut self, now: Instant, pool: PoolHandle) -> RequestId {
+        self.request(now, pool, true, None)
+    }
+
+    /// [`Self::resolve`]; without `use_cache` a registrar is asked even
+    /// when the cache is fresh (a session that found every cached PE dead),
+    /// and `items` asks for that many PEs instead of the configured number.
+    fn request(
+        &mut self,
+        now: Instant,
+        pool: PoolHandle,
+        use_cache: bool,
+        items: Option<u32>,
+    ) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.stats.resolutions_requested += 1;
-        if self.is_fresh(now, &pool)
+        if use_cache
+            && self.is_fresh(now, &pool)
             && self
                 .cache
                 .get(&pool)
@@ -340,6 +356,7 @@ impl PoolUser {
                 waiters: vec![id],
                 retransmits: 0,
                 sent: false,
+                items,
             },
         );
         self.send_query(&pool, false);
@@ -442,7 +459,11 @@ impl PoolUser {
         let message = AsapMessage::HandleResolution {
             subscribe: false,
             pool_handle: pool.clone(),
-            items: self.config.handle_resolution_items,
+            items: self
+                .queries
+                .get(pool)
+                .and_then(|q| q.items)
+                .or(self.config.handle_resolution_items),
         };
         self.stats.requests_sent += 1;
         self.send(to, message.clone());

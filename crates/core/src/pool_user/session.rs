@@ -90,6 +90,13 @@ impl Waiting {
 }
 
 impl Session {
+    /// Whether `pe` failed for this session less than `memory` ago.
+    fn failed_recently(&self, pe: PeId, now: Instant, memory: std::time::Duration) -> bool {
+        self.failed
+            .iter()
+            .any(|(id, at)| *id == pe && now.saturating_since(*at) < memory)
+    }
+
     /// Keeps a copy of a message handed to the PE if it asked for resends;
     /// beyond `limit` bytes the oldest copies are given up.
     fn retain(&mut self, w: Waiting, limit: usize, dropped: &mut u64) {
@@ -138,8 +145,12 @@ pub(super) struct Session {
     cookie: Option<Bytes>,
     /// The failover order of the last business card.
     card: Vec<wire::PoolElement>,
-    /// PEs that failed since the session last worked: not tried again in this failover.
-    failed: Vec<PeId>,
+    /// PEs that failed for this session, and when: not tried again for
+    /// `session.failed_pe_memory`, as registrars may list a dead PE for a
+    /// while after it was reported.
+    failed: Vec<(PeId, Instant)>,
+    /// When the session last asked a registrar for the pool.
+    asked: Option<Instant>,
     /// The PE left in the failover under way and why (reported in the Failover event).
     left: Option<(PeId, FailoverReason)>,
     /// Sequence number of the next message the application sends.
@@ -171,6 +182,7 @@ impl PoolUser {
                 cookie: None,
                 card: Vec::new(),
                 failed: Vec::new(),
+                asked: None,
                 left: None,
                 next_seq: 0,
                 queue: VecDeque::new(),
@@ -293,45 +305,58 @@ impl PoolUser {
     /// Picks the session's next PE and connects to it, or resolves the pool
     /// when nothing is left to pick.
     fn next_pe(&mut self, now: Instant, id: SessionId) {
+        let memory = self.config.session.failed_pe_memory;
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
         let from_card = s
             .card
             .iter()
-            .find(|pe| !s.failed.contains(&pe.id) && sctp_addrs(pe).is_some())
+            .find(|pe| !s.failed_recently(pe.id, now, memory) && sctp_addrs(pe).is_some())
             .cloned();
         let pool = s.pool.clone();
-        let choice = from_card.or_else(|| self.pick_cached(id, &pool));
+        let choice = from_card.or_else(|| self.pick_cached(now, id, &pool));
         match choice {
             Some(pe) => self.connect(now, id, pe),
-            None if self.is_fresh(now, &pool)
-                && self
-                    .cache
-                    .get(&pool)
-                    .is_some_and(|c| !c.elements.is_empty()) =>
-            {
-                // A fresh answer listed nothing this session can use: asking
-                // again now would only repeat it.
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.phase = Phase::Resolving;
-                }
-                self.session_resolved(now, id, Some(ResolutionFailure::NoPoolElements));
-            }
             None => {
-                let request = self.resolve(now, pool);
-                self.session_requests.insert(request, id);
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.phase = Phase::Resolving;
+                // Every PE known failed recently: ask a registrar, which may
+                // know new ones, but at most once per retry interval.
+                let retry = self.config.session.retry_interval;
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                s.phase = Phase::Resolving;
+                if s.asked.is_some_and(|at| now.saturating_since(at) < retry) {
+                    self.session_resolved(now, id, Some(ResolutionFailure::NoPoolElements));
+                    return;
                 }
+                s.asked = Some(now);
+                // Registrars return a few PEs (rsplib's three, by default)
+                // and may still list dead ones: ask for more than failed.
+                let failed = s.failed.len() as u32;
+                let items = (failed > 0).then(|| {
+                    self.config
+                        .handle_resolution_items
+                        .unwrap_or(3)
+                        .max(failed + 3)
+                });
+                let request = self.request(now, pool, false, items);
+                self.session_requests.insert(request, id);
             }
         }
     }
 
     /// A PE of the pool's cache entry by the pool's policy, not one that
     /// failed in this failover; stale entries serve too (RFC 5352 §3.3 C3).
-    fn pick_cached(&mut self, id: SessionId, pool: &PoolHandle) -> Option<wire::PoolElement> {
-        let failed = &self.sessions.get(&id)?.failed;
+    fn pick_cached(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        pool: &PoolHandle,
+    ) -> Option<wire::PoolElement> {
+        let memory = self.config.session.failed_pe_memory;
+        let s = self.sessions.get(&id)?;
+        let failed = |pe: PeId| s.failed_recently(pe, now, memory);
         let entry = self.cache.get_mut(pool)?;
         // The policy picks; what it picks may have failed already (random
         // policies can pick it again), so it gets a few more draws than
@@ -339,21 +364,21 @@ impl PoolUser {
         let usable = entry
             .elements
             .iter()
-            .filter(|pe| !failed.contains(&pe.id) && sctp_addrs(pe).is_some())
+            .filter(|pe| !failed(pe.id) && sctp_addrs(pe).is_some())
             .count();
         if usable == 0 {
             return None;
         }
         for _ in 0..4 * entry.elements.len() {
             let pe = entry.select(&mut self.rng)?;
-            if !failed.contains(&pe.id) && sctp_addrs(pe).is_some() {
+            if !failed(pe.id) && sctp_addrs(pe).is_some() {
                 return Some(pe.clone());
             }
         }
         entry
             .elements
             .iter()
-            .find(|pe| !failed.contains(&pe.id) && sctp_addrs(pe).is_some())
+            .find(|pe| !failed(pe.id) && sctp_addrs(pe).is_some())
             .cloned()
     }
 
@@ -465,7 +490,10 @@ impl PoolUser {
             return;
         };
         let pool = s.pool.clone();
-        s.failed.push(t.pe_id);
+        s.failed.retain(|(pe, _)| *pe != t.pe_id);
+        s.failed.push((t.pe_id, now));
+        // A new failure is news the registrars may have a better answer to.
+        s.asked = None;
         // In a chain of failovers the first PE left is the one reported.
         let first = s.left.map_or(t.pe_id, |(pe, _)| pe);
         s.left = Some((first, reason));
@@ -523,7 +551,7 @@ impl PoolUser {
         }
         let pool = s.pool.clone();
         let pick = match &failure {
-            None => self.pick_cached(id, &pool),
+            None => self.pick_cached(now, id, &pool),
             Some(_) => None,
         };
         if let Some(pe) = pick {
@@ -533,10 +561,12 @@ impl PoolUser {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        // Everything known has failed: after a pause, every PE the next
-        // resolution lists gets another chance.
+        // Everything known has failed recently: wait, resolve again, and
+        // give PEs whose failure is older than the memory another chance.
         s.phase = Phase::Waiting;
-        s.failed.clear();
+        let memory = self.config.session.failed_pe_memory;
+        s.failed
+            .retain(|(_, at)| now.saturating_since(*at) < memory);
         let retry_at = now + self.config.session.retry_interval;
         self.timers.set(Timer::Session(id), retry_at);
         self.outbox.event(PoolUserEvent::SessionUnavailable {

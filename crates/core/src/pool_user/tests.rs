@@ -967,9 +967,25 @@ fn a_session_with_no_pe_left_waits_and_resolves_again() {
     let ev = events(&mut pu);
     assert!(
         matches!(ev.last(), Some(PoolUserEvent::SessionUnavailable { .. })),
-        "PE 1 failed in this failover already: {ev:?}"
+        "PE 1 failed a moment ago: {ev:?}"
     );
-    advance(&mut pu, s(5));
+    // While the registrar lists only PEs that failed recently, the session
+    // waits; once the failure is older than failed_pe_memory, PE 1 gets
+    // another chance at the next resolution.
+    let memory = pu.config().session.failed_pe_memory;
+    advance(&mut pu, s(3) + memory);
+    let tx = transmits(&mut pu);
+    assert!(
+        !tx.iter().any(|t| matches!(t, Transmit::Connect { .. })),
+        "{tx:?}"
+    );
+    advance(&mut pu, s(4) + memory);
+    feed(
+        &mut pu,
+        s(4) + memory,
+        A1,
+        answer("p", None, vec![pe(1, Policy::RoundRobin)]),
+    );
     assert!(transmits(&mut pu).contains(&Transmit::Connect {
         to: vec![addr(&pe_addr(1))]
     }));
