@@ -4,7 +4,7 @@
 use crate::node::addr::{EndpointSpec, LocalAddr};
 use crate::node::duration::Dur;
 use crate::node::policy;
-use crate::node::transport::TransportArgs;
+use crate::node::transport::{self, NodePlace, TransportArgs};
 use crate::node::{block_on, config_error, shutdown_signal};
 use crate::registrar::ASAP_PORT;
 use crate::service::Service;
@@ -210,16 +210,15 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
-    let transport = match crate::node::transport::options(&plan.transport, kind, SCTP_UDP_PORT) {
-        Ok(t) => t,
-        Err(e) => return config_error(e),
-    };
-    let options = rserpool::Options {
-        registrars: plan.config.hunt.registrars.clone(),
+    let place = NodePlace {
+        registrars: &plan.config.hunt.registrars,
         announce: plan.announce,
-        local: plan.local.clone(),
-        transport,
-        seed: Some(plan.seed),
+        local: &plan.local,
+        seed: plan.seed,
+    };
+    let options = match transport::options(&plan.transport, kind, SCTP_UDP_PORT, place) {
+        Ok(o) => o,
+        Err(e) => return config_error(e),
     };
     let mut builder = rserpool::PoolElement::with_config(plan.config.clone()).options(options);
     if !plan.user_addrs.is_empty() {
@@ -333,7 +332,7 @@ fn log_event(e: &PoolElementEvent) -> bool {
             None => info!("PE {pe_id} registered"),
         },
         E::RegistrationRejected { causes, .. } => {
-            error!("registration refused: {}", causes_text(causes));
+            error!("registration refused: {}", rserpool::causes_text(causes));
             return false;
         }
         E::HomeChanged { server_id, .. } => info!("home changed to registrar {server_id}"),
@@ -350,13 +349,16 @@ fn log_event(e: &PoolElementEvent) -> bool {
             if *confirmed && causes.is_empty() {
                 info!("deregistered");
             } else if *confirmed {
-                warn!("deregistration refused: {}", causes_text(causes));
+                warn!("deregistration refused: {}", rserpool::causes_text(causes));
             } else {
                 warn!("deregistered without confirmation from a registrar");
             }
         }
         E::PeerError { causes, .. } => {
-            warn!("registrar reported an error: {}", causes_text(causes))
+            warn!(
+                "registrar reported an error: {}",
+                rserpool::causes_text(causes)
+            )
         }
         E::SessionOpened { .. }
         | E::SessionData { .. }
@@ -365,15 +367,4 @@ fn log_event(e: &PoolElementEvent) -> bool {
         | E::SessionClosed { .. } => {}
     }
     true
-}
-
-fn causes_text(causes: &[rserpool_wire::ErrorCause]) -> String {
-    if causes.is_empty() {
-        return "no cause given".into();
-    }
-    causes
-        .iter()
-        .map(|c| format!("{:?}", c.code))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -299,7 +299,7 @@ async fn answer(
 }
 
 /// Why a resolution failed, for the `resolution failed: ...` line.
-fn failure_text(r: &ResolutionFailure) -> String {
+pub(crate) fn failure_text(r: &ResolutionFailure) -> String {
     match r {
         ResolutionFailure::Timeout => "no answer from a registrar (timeout)".into(),
         ResolutionFailure::NoRegistrar => "no registrar known".into(),

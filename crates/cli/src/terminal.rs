@@ -10,9 +10,10 @@
 
 use crate::node::config_error;
 use crate::node::output;
+use crate::node::transport::{self, NodePlace};
 use crate::pu::Plan;
+use rserpool::SendOptions;
 use rserpool::pu::{Session, SessionEvent};
-use rserpool::{ResolutionFailure, SendOptions};
 use rserpool_net::transport::select::BackendKind;
 use std::collections::VecDeque;
 use std::process::ExitCode;
@@ -20,16 +21,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Runs the terminal until the input ends and the answers are in.
 pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
-    let transport = match crate::node::transport::options(&plan.transport, kind, 0) {
-        Ok(t) => t,
-        Err(e) => return config_error(e),
-    };
-    let options = rserpool::Options {
-        registrars: plan.config.hunt.registrars.clone(),
+    let place = NodePlace {
+        registrars: &plan.config.hunt.registrars,
         announce: plan.announce,
-        local: plan.local.clone(),
-        transport,
-        seed: Some(plan.seed),
+        local: &plan.local,
+        seed: plan.seed,
+    };
+    // A pool user only connects out: an ephemeral UDP port lets it share
+    // an IP with a registrar or PE.
+    let options = match transport::options(&plan.transport, kind, 0, place) {
+        Ok(o) => o,
+        Err(e) => return config_error(e),
     };
     let mut session = match Session::with_config(plan.pool.clone(), plan.config.clone())
         .options(options)
@@ -95,7 +97,7 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
                     eprintln!(
                         "no pool element of {} available ({}); trying again in {} ms",
                         plan.pool,
-                        unavailable_text(&reason),
+                        crate::pu::failure_text(&reason),
                         retry_in.as_millis()
                     );
                 }
@@ -129,15 +131,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn unavailable_text(r: &ResolutionFailure) -> String {
-    match r {
-        ResolutionFailure::Timeout => "no answer from a registrar".into(),
-        ResolutionFailure::NoRegistrar => "no registrar known".into(),
-        ResolutionFailure::NoPoolElements => "the pool has no usable pool element".into(),
-        ResolutionFailure::Rejected(_) if r.is_unknown_pool() => "unknown pool handle".into(),
-        ResolutionFailure::Rejected(c) => format!("refused by the registrar: {c:?}"),
     }
 }

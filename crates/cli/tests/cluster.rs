@@ -6,144 +6,15 @@
 //! about a second. Every child is killed when the test ends, pass or fail;
 //! RSERPOOL_TEST_LOGS=1 prints every node's log even when it passes.
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rserpool");
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{BIN, Cluster, args, loopback_net};
 
 /// Keep-alive interval and timeout of the registrars (ms).
 const KEEP_ALIVE_MS: u64 = 500;
-
-type Lines = Arc<Mutex<Vec<String>>>;
-
-/// A child process whose output is collected line by line.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: Lines,
-    stderr: Lines,
-}
-
-fn collect(r: impl Read + Send + 'static) -> Lines {
-    let lines: Lines = Arc::default();
-    let l = lines.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            l.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-impl Proc {
-    fn stdout(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The last status line (registrars).
-    fn status(&self) -> String {
-        self.stdout()
-            .into_iter()
-            .rev()
-            .find(|l| l.starts_with("status "))
-            .unwrap_or_default()
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on the pid of a child this test owns.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill {} failed", self.name);
-    }
-
-    /// Waits for the process to exit; its exit code.
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let start = Instant::now();
-        while start.elapsed() < within {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{} did not exit within {within:?}", self.name);
-    }
-}
-
-/// Owns every child; kills them all when dropped, and on failure prints
-/// what each said.
-#[derive(Default)]
-struct Cluster {
-    procs: Vec<Proc>,
-}
-
-impl Cluster {
-    fn spawn(&mut self, name: &str, args: &[String]) -> usize {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rserpool");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        self.procs.push(Proc {
-            name: name.to_string(),
-            child,
-            stdout,
-            stderr,
-        });
-        self.procs.len() - 1
-    }
-
-    /// Polls `cond` every 50 ms for at most `within`; the time it took.
-    fn wait_until(&self, within: Duration, what: &str, cond: impl Fn(&Self) -> bool) -> Duration {
-        let start = Instant::now();
-        loop {
-            if cond(self) {
-                return start.elapsed();
-            }
-            if start.elapsed() > within {
-                panic!("timed out after {within:?} waiting until {what}");
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-        // On failure, or on request (RSERPOOL_TEST_LOGS=1), show what every node said.
-        if thread::panicking() || std::env::var_os("RSERPOOL_TEST_LOGS").is_some() {
-            for p in &self.procs {
-                eprintln!("----- {} stdout (last 5) -----", p.name);
-                for l in p.stdout().iter().rev().take(5).rev() {
-                    eprintln!("{l}");
-                }
-                eprintln!("----- {} stderr -----", p.name);
-                for l in p.stderr() {
-                    eprintln!("{l}");
-                }
-            }
-        }
-    }
-}
-
-fn args(s: &str) -> Vec<String> {
-    s.split_whitespace().map(str::to_string).collect()
-}
 
 /// Runs `rserpool pu`; its exit code and the PE ids it printed.
 fn resolve(registrar: &str, count: u32) -> (i32, Vec<String>, Vec<String>) {
@@ -166,13 +37,6 @@ fn resolve(registrar: &str, count: u32) -> (i32, Vec<String>, Vec<String>) {
         })
         .collect();
     (out.status.code().unwrap_or(-1), ids, lines)
-}
-
-/// A /24 of loopback of this process's own, so that concurrent runs are
-/// unlikely to collide; `test` (0..3) tells the tests of one run apart.
-fn loopback_net(test: u32) -> String {
-    let pid = std::process::id();
-    format!("127.{}.{}", 100 + pid % 100, (pid / 100) % 80 * 3 + test)
 }
 
 /// SCTP timers short enough for failures to show within a second.

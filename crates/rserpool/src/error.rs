@@ -61,7 +61,8 @@ impl From<SendError> for Error {
     }
 }
 
-fn causes_text(causes: &[ErrorCause]) -> String {
+/// Operation Error causes as text: `UnknownPoolHandle, ...`, or `no cause given`.
+pub fn causes_text(causes: &[ErrorCause]) -> String {
     if causes.is_empty() {
         return "no cause given".into();
     }

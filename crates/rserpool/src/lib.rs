@@ -53,7 +53,7 @@ pub mod pu;
 pub mod transport;
 
 pub use cookie::{CookieError, CookieSigner};
-pub use error::Error;
+pub use error::{Error, causes_text};
 pub use options::Options;
 pub use pe::PoolElement;
 pub use pu::Session;

@@ -91,3 +91,46 @@ pub(crate) fn pool_handle(name: &str) -> Result<PoolHandle, Error> {
 pub(crate) fn seed(options: &Options) -> u64 {
     options.seed.unwrap_or_else(rand::random)
 }
+
+/// The setters every builder that holds an [`Options`] in `self.options`
+/// offers, written once.
+macro_rules! option_setters {
+    () => {
+        /// Adds a registrar (its ASAP endpoint, port 3863 by default).
+        pub fn registrar(mut self, addr: std::net::SocketAddr) -> Self {
+            self.options.registrars.push(vec![addr]);
+            self
+        }
+
+        /// Learns registrars from ASAP_SERVER_ANNOUNCEs on this group or address.
+        pub fn announce(mut self, addr: std::net::SocketAddr) -> Self {
+            self.options.announce = Some(addr);
+            self
+        }
+
+        /// Adds a local address of the endpoint (port 0 picks one).
+        pub fn local(mut self, addr: std::net::SocketAddr) -> Self {
+            self.options.local.push(addr);
+            self
+        }
+
+        /// The SCTP underneath.
+        pub fn transport(mut self, transport: crate::TransportOptions) -> Self {
+            self.options.transport = transport;
+            self
+        }
+
+        /// Seed of the node's random choices.
+        pub fn seed(mut self, seed: u64) -> Self {
+            self.options.seed = Some(seed);
+            self
+        }
+
+        /// Replaces the registrar and binding options wholesale.
+        pub fn options(mut self, options: crate::Options) -> Self {
+            self.options = options;
+            self
+        }
+    };
+}
+pub(crate) use option_setters;

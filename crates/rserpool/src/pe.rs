@@ -25,8 +25,7 @@
 
 use crate::error::Error;
 use crate::node::{Node, NodeHandle};
-use crate::options::{Options, pool_handle, seed};
-use crate::transport::TransportOptions;
+use crate::options::{Options, option_setters, pool_handle, seed};
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -75,27 +74,11 @@ pub struct PoolElementBuilder {
 }
 
 impl PoolElementBuilder {
+    option_setters!();
+
     /// The member selection policy and this PE's value (default Round Robin).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.config.policy = policy;
-        self
-    }
-
-    /// Adds a registrar (its ASAP endpoint, port 3863 by default).
-    pub fn registrar(mut self, addr: SocketAddr) -> Self {
-        self.options.registrars.push(vec![addr]);
-        self
-    }
-
-    /// Learns registrars from ASAP_SERVER_ANNOUNCEs on this group or address.
-    pub fn announce(mut self, addr: SocketAddr) -> Self {
-        self.options.announce = Some(addr);
-        self
-    }
-
-    /// Adds a local address of the endpoint (port 0: the first address's port, or one picked).
-    pub fn local(mut self, addr: SocketAddr) -> Self {
-        self.options.local.push(addr);
         self
     }
 
@@ -119,28 +102,10 @@ impl PoolElementBuilder {
         self
     }
 
-    /// The SCTP underneath.
-    pub fn transport(mut self, transport: TransportOptions) -> Self {
-        self.options.transport = transport;
-        self
-    }
-
-    /// Seed of the PE's random choices.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.options.seed = Some(seed);
-        self
-    }
-
     /// Everything else of the protocol machine (timers, registration life,
     /// business cards, ...).
     pub fn configure(mut self, f: impl FnOnce(&mut PoolElementConfig)) -> Self {
         f(&mut self.config);
-        self
-    }
-
-    /// Replaces the registrar and binding options wholesale.
-    pub fn options(mut self, options: Options) -> Self {
-        self.options = options;
         self
     }
 

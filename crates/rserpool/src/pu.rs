@@ -28,9 +28,8 @@
 
 use crate::error::Error;
 use crate::node::Node;
-use crate::options::{Options, pool_handle, seed};
+use crate::options::{Options, option_setters, pool_handle, seed};
 use crate::pe::DEFAULT_PPID;
-use crate::transport::TransportOptions;
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,7 +37,6 @@ use rserpool_core::pool_user::{BusinessCard, FailoverReason, ResolutionFailure};
 use rserpool_core::{Instant, PoolUserConfig, PoolUserEvent, SendOptions, SessionId};
 use rserpool_net::runtime::Endpoints;
 use rserpool_wire::{PeId, PoolHandle};
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -95,35 +93,7 @@ pub struct SessionBuilder {
 }
 
 impl SessionBuilder {
-    /// Adds a registrar (its ASAP endpoint, port 3863 by default).
-    pub fn registrar(mut self, addr: SocketAddr) -> Self {
-        self.options.registrars.push(vec![addr]);
-        self
-    }
-
-    /// Learns registrars from ASAP_SERVER_ANNOUNCEs on this group or address.
-    pub fn announce(mut self, addr: SocketAddr) -> Self {
-        self.options.announce = Some(addr);
-        self
-    }
-
-    /// Adds a local address of the endpoint.
-    pub fn local(mut self, addr: SocketAddr) -> Self {
-        self.options.local.push(addr);
-        self
-    }
-
-    /// The SCTP underneath.
-    pub fn transport(mut self, transport: TransportOptions) -> Self {
-        self.options.transport = transport;
-        self
-    }
-
-    /// Seed of the selection policies.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.options.seed = Some(seed);
-        self
-    }
+    option_setters!();
 
     /// How long the association to a chosen PE may take before the session
     /// tries another (default 5 s).
@@ -142,12 +112,6 @@ impl SessionBuilder {
     /// Everything else of the protocol machine (cache lifetime, T1, ...).
     pub fn configure(mut self, f: impl FnOnce(&mut PoolUserConfig)) -> Self {
         f(&mut self.config);
-        self
-    }
-
-    /// Replaces the registrar and binding options wholesale.
-    pub fn options(mut self, options: Options) -> Self {
-        self.options = options;
         self
     }
 

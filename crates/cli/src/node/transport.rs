@@ -131,20 +131,39 @@ impl TransportArgs {
     }
 }
 
-/// The library's transport options for backend `kind` with these flags;
-/// `default_udp_port` applies without `--udp-port`.
+/// Where a PE or PU looks for registrars and binds, from its flags.
+pub struct NodePlace<'a> {
+    /// The registrars to ask, in order.
+    pub registrars: &'a [Vec<std::net::SocketAddr>],
+    /// The announce channel to listen to.
+    pub announce: Option<std::net::SocketAddr>,
+    /// Local addresses of the endpoint.
+    pub local: &'a [std::net::SocketAddr],
+    /// Seed of the node's random choices.
+    pub seed: u64,
+}
+
+/// The library's options for a PE or PU on backend `kind` with these
+/// transport flags; `default_udp_port` applies without `--udp-port`.
 pub fn options(
     args: &TransportArgs,
     kind: BackendKind,
     default_udp_port: u16,
-) -> Result<rserpool::TransportOptions, String> {
-    Ok(rserpool::TransportOptions {
-        backend: match kind {
-            BackendKind::Kernel => Backend::Kernel,
-            BackendKind::Udp => Backend::Udp,
+    place: NodePlace<'_>,
+) -> Result<rserpool::Options, String> {
+    Ok(rserpool::Options {
+        registrars: place.registrars.to_vec(),
+        announce: place.announce,
+        local: place.local.to_vec(),
+        transport: rserpool::TransportOptions {
+            backend: match kind {
+                BackendKind::Kernel => Backend::Kernel,
+                BackendKind::Udp => Backend::Udp,
+            },
+            tunables: args.tunables()?,
+            udp: Some(args.udp(default_udp_port)),
         },
-        tunables: args.tunables()?,
-        udp: Some(args.udp(default_udp_port)),
+        seed: Some(place.seed),
     })
 }
 
