@@ -2,7 +2,7 @@
 //!
 //! The choice between kernel SCTP and SCTP over UDP is made once, at
 //! start-up (`--transport`, automatic by default); endpoints are
-//! [`AnyTransport`]s of that backend.
+//! `AnyTransport`s of that backend, bound by the library (`rserpool::transport`).
 
 use super::duration::Dur;
 use rserpool::Backend;
