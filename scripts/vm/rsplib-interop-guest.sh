@@ -26,7 +26,7 @@ failed=0
 PIDS=""
 
 # INTEROP_STEPS selects steps (default all), e.g. "3 4".
-want() { case " ${INTEROP_STEPS:-1 2 3 4 5 6} " in *" $1 "*) return 0 ;; esac; return 1; }
+want() { case " ${INTEROP_STEPS:-1 2 3 4 5 6 7} " in *" $1 "*) return 0 ;; esac; return 1; }
 pass() { echo "INTEROP $1: PASS ($2)"; }
 fail() {
   echo "INTEROP $1: FAIL ($2)"
@@ -400,6 +400,28 @@ fi
 stop rsppe5c
 stop ourpe5c
 stop ourreg5
+fi
+
+# ------------------------------------------------------------- step 7
+# rsplib's pingpongclient with our pingpong PE (the PingPong protocol,
+# PPID 0x29097602), through our registrar.
+if want 7; then
+start ourreg7 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+  --enrp-port 9902 --id 0x0b0b0007 --mentor-discovery-timeout 500ms
+sleep 1
+start ourpe7 rserpool pe --pool PingPongPool --registrar $IP:3864 --transport kernel \
+  --local $IP --id "$OUR_PE_ID" --service pingpong
+wait_log ourpe7 15 ' registered'
+timeout 8 pingpongclient -poolhandle=PingPongPool -registrar=$IP:3864 -interval=200 \
+  -logcolor=off -loglevel=4 >"$LOGS/rsppp7" 2>&1
+stop ourpe7
+n=$(grep -o '[0-9]* PingPong protocol pings answered' "$LOGS/ourpe7" | head -n 1 | cut -d' ' -f1)
+if [ "${n:-0}" -ge 10 ]; then
+  pass "7 pingpongclient uses our pingpong PE" "$n pings answered; client: $(grep -i -m1 'pong' "$LOGS/rsppp7")"
+else
+  fail "7 pingpongclient uses our pingpong PE" "${n:-0} pings answered" rsppp7 ourpe7 ourreg7
+fi
+stop ourreg7
 fi
 
 # ------------------------------------------------------------- step 6

@@ -13,6 +13,7 @@
 #      echo PE, and a session failing over between the implementations
 #   6  an echo session of 1,000 lines over netem (10 % loss, 50 ms delay)
 #      on the guest's loopback, over SCTP over UDP and kernel SCTP
+#   7  rsplib's pingpongclient with our pingpong PE
 # Each check prints "INTEROP <name>: PASS|FAIL"; the script exits 0 only if
 # all passed. The console log is target/vm-cache/last-boot.log, the logs of
 # every program run in the guest land in target/vm-cache/rsplib-interop-logs/.
@@ -25,7 +26,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 TIMEOUT=300
 PROFILE=debug
-STEPS="1 2 3 4 5 6"
+STEPS="1 2 3 4 5 6 7"
 RSPLIB_LOGLEVEL=3
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -63,7 +64,7 @@ rm -rf "$SHARE" && mkdir -p "$SHARE/logs"
 set +e
 scripts/vm/run-kernel-tests.sh --no-default --timeout "$TIMEOUT" --share "$SHARE" \
   --bin "$BINDIR/rserpool" --bin "$BINDIR/rsplib-interop-guest.sh" \
-  --deb rsplib-registrar --deb rsplib-tools --deb iproute2 --deb-deps \
+  --deb rsplib-registrar --deb rsplib-tools --deb rsplib-services --deb iproute2 --deb-deps \
   --module sch_netem \
   --run "INTEROP_STEPS='$STEPS' RSPLIB_LOGLEVEL=$RSPLIB_LOGLEVEL rsplib-interop-guest.sh" | tee "$BINDIR/console"
 rc=${PIPESTATUS[0]}
