@@ -403,23 +403,39 @@ stop ourreg5
 fi
 
 # ------------------------------------------------------------- step 7
-# rsplib's pingpongclient with our pingpong PE (the PingPong protocol,
-# PPID 0x29097602), through our registrar.
+# rsplib's pingpongclient with two of our pingpong PEs (the PingPong
+# protocol, PPID 0x29097602), through our registrar; the serving PE is
+# killed and the client's session moves to the other, which resumes the
+# count from the cookie rsplib's session layer echoed.
 if want 7; then
+ip addr add 10.0.0.7/32 dev lo 2>/dev/null
 start ourreg7 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
   --enrp-port 9902 --id 0x0b0b0007 --mentor-discovery-timeout 500ms
 sleep 1
-start ourpe7 rserpool pe --pool PingPongPool --registrar $IP:3864 --transport kernel \
+start ourpe7a rserpool pe --pool PingPongPool --registrar $IP:3864 --transport kernel \
   --local $IP --id "$OUR_PE_ID" --service pingpong
-wait_log ourpe7 15 ' registered'
-timeout 8 pingpongclient -poolhandle=PingPongPool -registrar=$IP:3864 -interval=200 \
-  -logcolor=off -loglevel=4 >"$LOGS/rsppp7" 2>&1
-stop ourpe7
-n=$(grep -o '[0-9]* PingPong protocol pings answered' "$LOGS/ourpe7" | head -n 1 | cut -d' ' -f1)
-if [ "${n:-0}" -ge 10 ]; then
-  pass "7 pingpongclient uses our pingpong PE" "$n pings answered; client: $(grep -i -m1 'pong' "$LOGS/rsppp7")"
+start ourpe7b rserpool pe --pool PingPongPool --registrar $IP:3864 --transport kernel \
+  --local 10.0.0.7 --id 0x1234abce --service pingpong
+wait_log ourpe7a 15 ' registered'
+wait_log ourpe7b 15 ' registered'
+timeout 12 pingpongclient -poolhandle=PingPongPool -registrar=$IP:3864 -interval=200 \
+  -logcolor=off -loglevel=4 >"$LOGS/rsppp7" 2>&1 &
+client=$!
+sleep 4
+if grep -q " opened (pingpong)" "$LOGS/ourpe7a"; then
+  kill -9 "$PID_ourpe7a"; served=ourpe7a; other=ourpe7b
 else
-  fail "7 pingpongclient uses our pingpong PE" "${n:-0} pings answered" rsppp7 ourpe7 ourreg7
+  kill -9 "$PID_ourpe7b"; served=ourpe7b; other=ourpe7a
+fi
+wait "$client"
+stop "$other"
+n=$(grep -o '[0-9]* PingPong protocol pings answered' "$LOGS/$other" | head -n 1 | cut -d' ' -f1)
+if grep -q 'Message length invalid' "$LOGS/rsppp7"; then
+  fail "7 pingpongclient fails over between our pingpong PEs" "the client refused a message" rsppp7 "$served" "$other"
+elif [ "${n:-0}" -ge 10 ] && grep -q 'resumed at pong [1-9]' "$LOGS/$other"; then
+  pass "7 pingpongclient fails over between our pingpong PEs" "$(grep -m1 'resumed at pong' "$LOGS/$other"), then $n pings answered"
+else
+  fail "7 pingpongclient fails over between our pingpong PEs" "${n:-0} pings answered after the failover" rsppp7 "$served" "$other" ourreg7
 fi
 stop ourreg7
 fi

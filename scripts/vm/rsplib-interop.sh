@@ -64,7 +64,8 @@ rm -rf "$SHARE" && mkdir -p "$SHARE/logs"
 set +e
 scripts/vm/run-kernel-tests.sh --no-default --timeout "$TIMEOUT" --share "$SHARE" \
   --bin "$BINDIR/rserpool" --bin "$BINDIR/rsplib-interop-guest.sh" \
-  --deb rsplib-registrar --deb rsplib-tools --deb rsplib-services --deb iproute2 --deb-deps \
+  --deb rsplib-registrar --deb rsplib-tools --deb iproute2 --deb-deps \
+  --deb-alone rsplib-services \
   --module sch_netem \
   --run "INTEROP_STEPS='$STEPS' RSPLIB_LOGLEVEL=$RSPLIB_LOGLEVEL rsplib-interop-guest.sh" | tee "$BINDIR/console"
 rc=${PIPESTATUS[0]}

@@ -10,6 +10,9 @@
 #   --deb NAME        extract a Debian package (and, with --deb-deps, its
 #                     dependencies) into the image root (repeatable)
 #   --deb-deps        also pull the --deb packages' Depends/Pre-Depends
+#   --deb-alone NAME  extract a package without its dependencies, even
+#                     with --deb-deps (one program of a package whose other
+#                     programs pull in far too much) (repeatable)
 #   --module NAME     load one more kernel module (deps resolved) (repeatable)
 #   --share DIR       share a host directory read-write at /mnt/host (9p)
 #   --timeout SECS    kill qemu after this long (default 600)
@@ -33,6 +36,7 @@ MODULES=(sctp)
 BINS=()
 RUNS=()
 DEBS=()
+DEBS_ALONE=()
 DEB_DEPS=0
 SHARE=""
 DEFAULT_TESTS=1
@@ -46,6 +50,7 @@ while [ $# -gt 0 ]; do
     --run) RUNS+=("$2"); shift 2 ;;
     --deb) DEBS+=("$2"); shift 2 ;;
     --deb-deps) DEB_DEPS=1; shift ;;
+    --deb-alone) DEBS_ALONE+=("$2"); shift 2 ;;
     --module) MODULES+=("$2"); shift 2 ;;
     --share) SHARE="$(cd "$2" && pwd)"; shift 2 ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
@@ -188,6 +193,7 @@ if [ ${#DEBS[@]} -gt 0 ]; then
     mapfile -t pkgs < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
       --no-breaks --no-replaces --no-enhances "${DEBS[@]}" | awk '/^[a-z0-9]/{print $1}' | sort -u)
   fi
+  pkgs+=("${DEBS_ALONE[@]}")
   for p in "${pkgs[@]}"; do
     log "adding package $p"
     dpkg-deb -x "$(fetch_deb "$p")" "$IMG"

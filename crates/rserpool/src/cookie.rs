@@ -5,15 +5,20 @@
 //! should sign it and the PE that receives it should verify it, with keys
 //! the pool's PEs share by their own means. [`CookieSigner`] does that
 //! with HMAC-SHA-256 and one key for the pool: a cookie is a version byte,
-//! the state, and a 32-byte tag over both.
+//! a count of padding bytes, the state, that many zero bytes, and a 32-byte
+//! tag over all before it. The padding makes every cookie a multiple of 4
+//! bytes long: the reference implementation counts parameter padding in
+//! the Cookie parameter's length and refuses a cookie whose length is not
+//! a multiple of 4, so only such cookies survive a pool user of it.
 //!
 //! ```
 //! use rserpool::CookieSigner;
 //! let signer = CookieSigner::new(b"the pool's shared secret");
 //! let cookie = signer.sign(b"counter=41");
 //! assert_eq!(&signer.verify(&cookie).unwrap()[..], b"counter=41");
+//! assert_eq!(cookie.len() % 4, 0);
 //! let mut forged = cookie.to_vec();
-//! forged[1] ^= 1;
+//! forged[2] ^= 1;
 //! assert!(signer.verify(&forged).is_err());
 //! ```
 
@@ -21,8 +26,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const TAG: usize = 32;
+/// Version byte and padding count.
+const HEAD: usize = 2;
 
 /// Signs and verifies cookies with a key shared by a pool's PEs.
 #[derive(Clone)]
@@ -60,9 +67,12 @@ impl CookieSigner {
 
     /// The cookie carrying `state`.
     pub fn sign(&self, state: &[u8]) -> Bytes {
-        let mut out = BytesMut::with_capacity(1 + state.len() + TAG);
+        let pad = (4 - (HEAD + state.len() + TAG) % 4) % 4;
+        let mut out = BytesMut::with_capacity(HEAD + state.len() + pad + TAG);
         out.put_u8(VERSION);
+        out.put_u8(pad as u8);
         out.put_slice(state);
+        out.put_bytes(0, pad);
         let mut mac = self.mac.clone();
         mac.update(&out);
         out.put_slice(&mac.finalize().into_bytes());
@@ -71,7 +81,7 @@ impl CookieSigner {
 
     /// The state in `cookie`, if this pool's key signed it.
     pub fn verify(&self, cookie: &[u8]) -> Result<Bytes, CookieError> {
-        if cookie.len() < 1 + TAG {
+        if cookie.len() < HEAD + TAG {
             return Err(CookieError::TooShort);
         }
         if cookie[0] != VERSION {
@@ -82,6 +92,43 @@ impl CookieSigner {
         mac.update(body);
         mac.verify_slice(tag)
             .map_err(|_| CookieError::BadSignature)?;
-        Ok(Bytes::copy_from_slice(&body[1..]))
+        let pad = usize::from(body[1]);
+        let state = body[HEAD..]
+            .len()
+            .checked_sub(pad)
+            .ok_or(CookieError::TooShort)?;
+        Ok(Bytes::copy_from_slice(&body[HEAD..HEAD + state]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_length_signs_to_a_multiple_of_four_and_verifies() {
+        let signer = CookieSigner::new(b"key");
+        for n in 0..40 {
+            let state: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let cookie = signer.sign(&state);
+            assert_eq!(cookie.len() % 4, 0, "state of {n} bytes");
+            assert_eq!(signer.verify(&cookie).unwrap(), state);
+        }
+    }
+
+    #[test]
+    fn changed_truncated_or_foreign_cookies_are_refused() {
+        let signer = CookieSigner::new(b"key");
+        let cookie = signer.sign(b"state");
+        for i in 0..cookie.len() {
+            let mut c = cookie.to_vec();
+            c[i] ^= 0x40;
+            assert!(signer.verify(&c).is_err(), "byte {i} changed");
+        }
+        assert_eq!(signer.verify(&cookie[..10]), Err(CookieError::TooShort));
+        assert_eq!(
+            CookieSigner::new(b"other").verify(&cookie),
+            Err(CookieError::BadSignature)
+        );
     }
 }

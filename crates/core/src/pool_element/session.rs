@@ -97,9 +97,12 @@ impl PoolElement {
         self.sessions.insert(assoc);
         self.stats.sessions_opened += 1;
         if self.config.business_card {
+            // RFC 5352 §2.2.12: the pool handle and the PEs; the policy
+            // travels inside each PE's parameter (rsplib's parser flags a
+            // separate Policy parameter as unrecognized).
             let card = AsapMessage::BusinessCard {
                 pool_handle: self.config.pool_handle.clone(),
-                policy: Some(self.policy.clone()),
+                policy: None,
                 pool_elements: vec![self.own_parameter()],
             };
             self.send(Destination::Association(assoc), card);
