@@ -428,6 +428,7 @@ else
   kill -9 "$PID_ourpe7b"; served=ourpe7b; other=ourpe7a
 fi
 wait "$client"
+sleep 1   # the client's association closes; the PE logs the session's count
 stop "$other"
 n=$(grep -o '[0-9]* PingPong protocol pings answered' "$LOGS/$other" | head -n 1 | cut -d' ' -f1)
 if grep -q 'Message length invalid' "$LOGS/rsppp7"; then
