@@ -46,6 +46,14 @@ use tokio::sync::{mpsc, watch};
 /// one (0: unspecified, RFC 4960 §3.3.1).
 pub const DEFAULT_PPID: u32 = 0;
 
+/// Messages a session holds for an application that has not read them;
+/// a pool user that sends more than the application reads has its
+/// session closed (network input never grows memory without bound).
+pub const SESSION_QUEUE: usize = 4096;
+
+/// Sessions opened and not yet accepted; beyond, new ones are closed.
+pub const ACCEPT_QUEUE: usize = 1024;
+
 type Machine = rserpool_core::PoolElement;
 
 /// Where the pool element stands with its registrars.
@@ -163,7 +171,7 @@ impl PoolElementBuilder {
             },
             announce,
         );
-        let (accept_tx, incoming) = mpsc::unbounded_channel();
+        let (accept_tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
         let (status_tx, status) = watch::channel(Registration::Hunting);
         let (reg_tx, registration_events) = mpsc::unbounded_channel();
         tokio::spawn(dispatch(
@@ -191,7 +199,7 @@ impl PoolElementBuilder {
 /// deregisters first.
 pub struct PoolElement {
     node: Node<Machine>,
-    incoming: mpsc::UnboundedReceiver<Session>,
+    incoming: mpsc::Receiver<Session>,
     status: watch::Receiver<Registration>,
     registration_events: mpsc::UnboundedReceiver<PoolElementEvent>,
     pe_id: PeId,
@@ -389,7 +397,7 @@ pub struct Session {
     id: SessionId,
     peer: Vec<SocketAddr>,
     node: NodeHandle<Machine>,
-    rx: mpsc::UnboundedReceiver<Received>,
+    rx: mpsc::Receiver<Received>,
 }
 
 impl std::fmt::Debug for Session {
@@ -501,26 +509,35 @@ impl SessionSender {
 async fn dispatch(
     mut events: mpsc::UnboundedReceiver<PoolElementEvent>,
     node: NodeHandle<Machine>,
-    accept: mpsc::UnboundedSender<Session>,
+    accept: mpsc::Sender<Session>,
     status: watch::Sender<Registration>,
     registration: mpsc::UnboundedSender<PoolElementEvent>,
 ) {
     use PoolElementEvent as E;
-    let mut sessions: HashMap<SessionId, mpsc::UnboundedSender<Received>> = HashMap::new();
+    let mut sessions: HashMap<SessionId, mpsc::Sender<Received>> = HashMap::new();
     while let Some(e) = events.recv().await {
         let (session, received) = match e {
             E::SessionOpened { session, peer } => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                sessions.insert(session, tx);
+                let (tx, rx) = mpsc::channel(SESSION_QUEUE);
                 let s = Session {
                     id: session,
                     peer,
                     node: node.clone(),
                     rx,
                 };
-                // Nobody accepting: the session is dropped, and its
-                // messages with it.
-                let _ = accept.send(s);
+                match accept.try_send(s) {
+                    Ok(()) => {
+                        sessions.insert(session, tx);
+                    }
+                    Err(e) => {
+                        // Not accepted (too many waiting, or nobody
+                        // accepts): the session ends at once.
+                        if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                            tracing::warn!(%session, "{ACCEPT_QUEUE} sessions wait to be accepted; closing a new one");
+                        }
+                        let _ = node.call(move |pe, _| pe.close_session(session)).await;
+                    }
+                }
                 continue;
             }
             E::SessionData {
@@ -569,8 +586,12 @@ async fn dispatch(
             }
         };
         if let Some(tx) = sessions.get(&session) {
-            if tx.send(received).is_err() {
-                // The application dropped the session: end it.
+            if let Err(e) = tx.try_send(received) {
+                // The application dropped the session, or the pool user
+                // sends faster than the application reads: end it.
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    tracing::warn!(%session, "{SESSION_QUEUE} messages unread; closing the session");
+                }
                 sessions.remove(&session);
                 let _ = node.call(move |pe, _| pe.close_session(session)).await;
             }

@@ -43,19 +43,21 @@ fn fast() -> TransportOptions {
     }
 }
 
-fn start_registrar() -> rserpool::node::Node<Registrar> {
+/// A registrar with its ASAP endpoint at `host` and ENRP at `host + 1`
+/// (tests in one process each use their own hosts).
+fn start_registrar(host: u8) -> rserpool::node::Node<Registrar> {
     let udp = UdpConfig::default();
     let ep = |addr, listen| {
         let mut c = EndpointConfig::server([addr]).with_transport(fast().tunables);
         c.listen = listen;
         bind(BackendKind::Udp, c, &udp).expect("registrar endpoint binds")
     };
-    let asap = ep(at(1, 3863), true);
-    let enrp = ep(at(2, 9901), true);
+    let asap = ep(at(host, 3863), true);
+    let enrp = ep(at(host + 1, 9901), true);
     let registrar = Registrar::new(
         RegistrarConfig {
-            asap_addresses: vec![at(1, 3863)],
-            enrp_addresses: vec![at(2, 9901)],
+            asap_addresses: vec![at(host, 3863)],
+            enrp_addresses: vec![at(host + 1, 9901)],
             announce: false,
             ..RegistrarConfig::default()
         },
@@ -140,7 +142,7 @@ async fn a_session_fails_over_to_the_other_pe_and_resumes_from_the_cookie() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let _registrar = start_registrar();
+    let _registrar = start_registrar(1);
     let pe_a = echo_pe(11).await;
     let pe_b = echo_pe(12).await;
     let ids = [pe_a.pe_id(), pe_b.pe_id()];
@@ -241,4 +243,55 @@ async fn bad_input_is_refused_with_its_reason() {
         "{:?}",
         unreachable.err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_user_that_floods_an_application_not_reading_loses_its_session() {
+    let _registrar = start_registrar(3);
+    let mut pe = PoolElement::builder("flood")
+        .unwrap()
+        .registrar(at(3, 3863))
+        .local(at(13, 0))
+        .transport(fast())
+        .join()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), pe.registered())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut session = Session::builder("flood")
+        .unwrap()
+        .registrar(at(3, 3863))
+        .local(at(22, 0))
+        .transport(fast())
+        .connect()
+        .await
+        .unwrap();
+    let n = rserpool::pe::SESSION_QUEUE + 500;
+    for i in 0..n {
+        session.send(format!("{i}")).await.unwrap();
+    }
+    // The application accepts the session and never reads it: the PE
+    // closes it rather than queue without bound, and the pool user, with
+    // no other PE to go to, says so.
+    let accepted = tokio::time::timeout(Duration::from_secs(5), pe.accept())
+        .await
+        .expect("the session is offered")
+        .expect("the PE runs");
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = session.next().await.expect("session runs");
+            if matches!(
+                e,
+                SessionEvent::Failover { .. } | SessionEvent::Unavailable { .. }
+            ) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the session is closed by the PE");
+    drop(accepted);
+    eprintln!("after {n} unread messages: {event:?}");
 }
