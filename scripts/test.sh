@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
 command -v text2pcap >/dev/null 2>&1 || need_pkgs+=(tshark)
+# `rserpool demo` is also tested in a real terminal.
+command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

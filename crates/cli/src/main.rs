@@ -5,6 +5,7 @@
 
 mod bench;
 mod decode;
+mod demo;
 mod node;
 mod pe;
 mod pu;
@@ -34,15 +35,18 @@ enum Command {
     /// Run a pool registrar (ENRP server) until SIGINT or SIGTERM.
     #[command(after_long_help = registrar::AFTER_HELP)]
     Registrar(Box<registrar::Args>),
-    /// Run a pool element: register in a pool, deregister on SIGINT or SIGTERM.
+    /// Run a pool element: register in a pool, serve sessions (--service), deregister on SIGINT or SIGTERM.
     #[command(after_long_help = pe::AFTER_HELP)]
     Pe(pe::Args),
-    /// Run a pool user: resolve a pool and print the selected pool elements.
+    /// Run a pool user: a terminal session with a pool, or resolutions (--resolve).
     #[command(after_long_help = pu::AFTER_HELP)]
     Pu(pu::Args),
     /// Load a running daemon over the real transport and report rates, latencies and its CPU and memory.
     #[command(after_long_help = bench::AFTER_HELP)]
     Bench(bench::Args),
+    /// Run a whole scope in this process on loopback and narrate failover and takeover.
+    #[command(after_long_help = demo::AFTER_HELP)]
+    Demo(demo::Args),
     /// Run an experiment on the deterministic simulator and print it as it runs.
     #[command(after_long_help = sim::AFTER_HELP)]
     Sim(sim::Args),
@@ -90,6 +94,10 @@ fn main() -> ExitCode {
         Command::Sim(args) => {
             init_tracing("warn");
             sim::run(args)
+        }
+        Command::Demo(args) => {
+            init_tracing("error");
+            demo::run(args)
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
