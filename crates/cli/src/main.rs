@@ -141,8 +141,12 @@ fn write_man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
 /// (for example `RUST_LOG=debug`) overrides `default`: the daemons log
 /// their events at info, the one-shot tools only trouble.
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The userland SCTP's own warnings ("peer silent for 1001 ms") speak of
+    // its internals; what they mean reaches the log as the node's own
+    // events (home lost, failover, association down).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},sctp_proto=error"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
