@@ -40,6 +40,11 @@ pub struct Args {
     /// still missing before closing the session [default: 5s].
     #[arg(long, value_name = "DUR")]
     reply_timeout: Option<Dur>,
+    /// Terminal: give up the serving PE (and fail over) when a line has
+    /// waited this long for its answer: a PE that is stuck while its SCTP
+    /// still answers [default: off].
+    #[arg(long, value_name = "DUR")]
+    answer_timeout: Option<Dur>,
     /// Terminal: how long the association to a chosen PE may take before
     /// the session tries another [default: 5s].
     #[arg(long, value_name = "DUR")]
@@ -100,6 +105,7 @@ pub(crate) struct Plan {
     count: Option<u32>,
     interval: Duration,
     pub(crate) reply_timeout: Duration,
+    pub(crate) answer_timeout: Option<Duration>,
     pub(crate) seed: u64,
     pub(crate) local: Vec<SocketAddr>,
     pub(crate) transport: TransportArgs,
@@ -147,6 +153,7 @@ fn plan(a: Args) -> Result<Plan, String> {
         count: a.resolve,
         interval: a.interval.0,
         reply_timeout: a.reply_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        answer_timeout: a.answer_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
         seed: a.seed.unwrap_or_else(rand::random),
         local: a
             .local

@@ -47,7 +47,10 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
         ..SendOptions::default()
     };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Sequence numbers of the lines without an answer, and since when the
+    // oldest has waited at the PE now serving.
     let mut unanswered: VecDeque<u64> = VecDeque::new();
+    let mut waiting_since: Option<tokio::time::Instant> = None;
     let mut input_open = true;
     let mut connected = false;
     let started = tokio::time::Instant::now();
@@ -60,7 +63,10 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
         tokio::select! {
             line = lines.next_line(), if input_open => match line {
                 Ok(Some(line)) => match session.send_with(rserpool::pe::DEFAULT_PPID, line, resend).await {
-                    Ok(seq) => unanswered.push_back(seq),
+                    Ok(seq) => {
+                        unanswered.push_back(seq);
+                        waiting_since.get_or_insert_with(tokio::time::Instant::now);
+                    }
                     Err(e) => {
                         eprintln!("error: {e}");
                         break ExitCode::FAILURE;
@@ -80,6 +86,7 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
                     if let Some(seq) = unanswered.pop_front() {
                         let _ = session.release(seq).await;
                     }
+                    waiting_since = (!unanswered.is_empty()).then(tokio::time::Instant::now);
                     if !input_open {
                         deadline = Some(tokio::time::Instant::now() + plan.reply_timeout);
                     }
@@ -92,6 +99,8 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
                 }
                 Some(SessionEvent::Failover { from, to, reason, .. }) => {
                     eprintln!("failover: PE {from} -> PE {to} ({reason})");
+                    // The next PE gets the unanswered lines again; its clock starts now.
+                    waiting_since = (!unanswered.is_empty()).then(tokio::time::Instant::now);
                 }
                 Some(SessionEvent::Unavailable { reason, retry_in }) => {
                     eprintln!(
@@ -113,6 +122,14 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
                 );
                 next_word += std::time::Duration::from_secs(5);
             }
+            () = sleep_until(answer_due(waiting_since, plan.answer_timeout)) => {
+                tracing::info!("no answer within the answer timeout; giving up the PE");
+                waiting_since = None;
+                if session.fail_over().await.is_err() {
+                    eprintln!("error: the session stopped");
+                    break ExitCode::FAILURE;
+                }
+            }
             () = sleep_until(deadline) => {
                 tracing::info!(
                     "{} line(s) without an answer after {} ms; closing",
@@ -125,6 +142,14 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
     };
     session.close().await;
     code
+}
+
+/// When the oldest unanswered line has waited too long, if a limit is set.
+fn answer_due(
+    since: Option<tokio::time::Instant>,
+    limit: Option<std::time::Duration>,
+) -> Option<tokio::time::Instant> {
+    Some(since? + limit?)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -303,3 +303,41 @@ fn echo_completes_a_thousand_lines_in_order_over_10_percent_loss_and_50_ms_delay
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn a_stuck_pe_is_given_up_after_the_answer_timeout() {
+    let net = loopback_net(5);
+    let mut c = Cluster::default();
+    let pes = scope(&mut c, &net, "echo", "echo", 2);
+    let pu = c.spawn_with_input(
+        "pu",
+        &args(&format!(
+            "pu {FAST_SCTP} --pool echo --registrar {net}.1 --local {net}.21 \
+             --reply-timeout 10s --answer-timeout 300ms"
+        )),
+    );
+    let lines: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+    for (i, l) in lines.iter().enumerate() {
+        c.procs[pu].send_line(l);
+        std::thread::sleep(Duration::from_millis(40));
+        if i == 10 {
+            // Stopped, not dead: only the application can tell.
+            let victim = serving(&c, &pes).expect("a PE serves the session");
+            c.procs[victim].signal(libc::SIGSTOP);
+        }
+    }
+    c.procs[pu].close_stdin();
+    assert_eq!(c.procs[pu].wait_exit(Duration::from_secs(20)), Some(0));
+    assert_eq!(c.procs[pu].stdout(), lines, "every line once, in order");
+    let stderr = c.procs[pu].stderr();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.starts_with("failover: PE 0x")
+                && l.ends_with("(requested by the application)")),
+        "{stderr:?}"
+    );
+    for &p in &pes {
+        c.procs[p].signal(libc::SIGCONT);
+    }
+}

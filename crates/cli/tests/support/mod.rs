@@ -186,8 +186,9 @@ pub fn args(s: &str) -> Vec<String> {
 }
 
 /// A /24 of loopback of this process's own, so that concurrent runs are
-/// unlikely to collide; `test` tells the tests of one binary apart.
+/// unlikely to collide; `test` (0..8) tells the tests of one binary apart.
 pub fn loopback_net(test: u32) -> String {
+    assert!(test < 8);
     let pid = std::process::id();
-    format!("127.{}.{}", 100 + pid % 100, (pid / 100) % 80 * 3 + test)
+    format!("127.{}.{}", 100 + pid % 100, (pid / 100) % 30 * 8 + test)
 }
