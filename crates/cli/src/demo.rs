@@ -13,8 +13,9 @@
 
 use crate::node::duration::Dur;
 use crate::node::{block_on, config_error};
+use crate::service::Service;
 use rserpool::node::Node;
-use rserpool::pe::{PoolElement, Received};
+use rserpool::pe::PoolElement;
 use rserpool::pu::{Session, SessionEvent};
 use rserpool::transport::bind;
 use rserpool::{Backend, SendOptions, TransportOptions};
@@ -156,20 +157,13 @@ impl Scope {
         let mut pe = b.join().await.map_err(|e| e.to_string())?;
         let id = pe.pe_id();
         let (kill, mut killed) = oneshot::channel();
+        let signer = std::sync::Arc::new(rserpool::CookieSigner::new(b"rserpool demo"));
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     s = pe.accept() => {
-                        let Some(mut s) = s else { return };
-                        tokio::spawn(async move {
-                            while let Some(r) = s.recv().await {
-                                if let Received::Data { ppid, data } = r {
-                                    if s.send_with(ppid, data, false).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        });
+                        let Some(s) = s else { return };
+                        tokio::spawn(crate::service::serve(Service::Echo, s, signer.clone()));
                     }
                     _ = &mut killed => {
                         pe.abort();
