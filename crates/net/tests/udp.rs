@@ -723,11 +723,21 @@ async fn send_queue_to_a_silent_peer_is_bounded() {
         // 4 MiB offered against a 1 MiB queue.
         let _ = c.send(a, 0, Ppid::ASAP, false, chunk.clone()).await;
     }
+    // The driver takes the sends in its own time: wait until the count has
+    // stopped moving (not just until the first drop, which raced it).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while c.stats().queue_drops == 0 && tokio::time::Instant::now() < deadline {
+    let mut drops = c.stats().queue_drops;
+    let mut still_since = tokio::time::Instant::now();
+    while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = c.stats().queue_drops;
+        if now != drops || now == 0 {
+            drops = now;
+            still_since = tokio::time::Instant::now();
+        } else if still_since.elapsed() >= Duration::from_millis(300) {
+            break;
+        }
     }
-    let drops = c.stats().queue_drops;
     assert!(
         (40..=64).contains(&drops),
         "at most 1 MiB of 4 MiB queued: {drops} of 64 messages dropped"
