@@ -9,7 +9,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_rserpool");
 
 fn net(test: u32) -> String {
     let pid = std::process::id();
-    format!("127.{}.{}", 150 + pid % 50, (pid / 50) % 80 * 3 + test)
+    // 127.200-249.x: apart from the other tests' 127.100-199.x.
+    format!("127.{}.{}", 200 + pid % 50, (pid / 50) % 80 * 3 + test)
 }
 
 fn check(out: &str) {
