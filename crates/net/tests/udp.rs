@@ -83,8 +83,9 @@ fn raw_socket() -> UdpSocket {
 
 async fn exchange(client: &mut UdpTransport, server: &mut UdpTransport, peers: &[SocketAddr]) {
     let a = client.connect(peers).await.unwrap();
-    let Event::AssociationUp { assoc, .. } = next(client).await else {
-        panic!("client up")
+    let ev = next(client).await;
+    let Event::AssociationUp { assoc, .. } = ev else {
+        panic!("client up: {ev:?}")
     };
     assert_eq!(assoc, a);
     let Event::AssociationUp { assoc: s, .. } = next(server).await else {
@@ -787,4 +788,102 @@ async fn associations_per_source_are_bounded() {
         let _ = ev;
     }
     assert!(srv.stats().inits_dropped >= 2);
+}
+
+/// RFC 6951 §5: one encapsulation port per SCTP stack. Two listening
+/// endpoints of one process bound to the same UDP port share the socket,
+/// and each gets the packets of its own SCTP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_one_process_share_a_udp_port() {
+    let mut a = server(&["127.0.0.1:0"], cfg());
+    let shared = a.local_udp_addrs()[0].port();
+    let mut b = UdpTransport::bind(
+        EndpointConfig::server(["127.0.0.1:0".parse().unwrap()]).with_transport(cfg()),
+        UdpConfig {
+            udp_port: shared,
+            ..UdpConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(b.local_udp_addrs()[0].port(), shared);
+    assert_ne!(a.local_addrs()[0].port(), b.local_addrs()[0].port());
+    // The same SCTP port twice on one socket is refused.
+    let again = UdpTransport::bind(
+        EndpointConfig::server([a.local_addrs()[0]]).with_transport(cfg()),
+        UdpConfig {
+            udp_port: shared,
+            ..UdpConfig::default()
+        },
+    );
+    assert!(again.unwrap_err().to_string().contains("already in use"));
+
+    let mut c = client_of(&a, "127.0.0.1:0", UdpConfig::default());
+    let (to_a, to_b) = (a.local_addrs(), b.local_addrs());
+    exchange(&mut c, &mut a, &to_a).await;
+    exchange(&mut c, &mut b, &to_b).await;
+    // An endpoint going away leaves the other one working.
+    drop(a);
+    exchange(&mut c, &mut b, &to_b).await;
+}
+
+/// Zero configuration: a listener whose preferred UDP port is taken by
+/// another process uses the UDP port equal to its SCTP port, and a client
+/// that only knows the SCTP address finds it there although the default
+/// port answers with an ABORT (someone else is there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_config_finds_a_listener_on_its_own_udp_port() {
+    // Another "process" holds the preferred port (a raw socket, so the
+    // mux registry of this process does not share it).
+    let squatter = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let preferred = squatter.local_addr().unwrap().port();
+    let zero = UdpConfig {
+        udp_port: preferred,
+        remote_udp_port: preferred,
+        zero_config: true,
+        ..UdpConfig::default()
+    };
+    let mut srv = UdpTransport::bind(
+        EndpointConfig::server(["127.0.0.1:0".parse().unwrap()]).with_transport(cfg()),
+        zero.clone(),
+    )
+    .unwrap();
+    let sctp = srv.local_addrs()[0];
+    assert_eq!(
+        srv.local_udp_addrs()[0].port(),
+        sctp.port(),
+        "UDP port follows the SCTP port"
+    );
+    let mut c = UdpTransport::bind(
+        EndpointConfig::client(["127.0.0.1:0".parse().unwrap()]).with_transport(cfg()),
+        UdpConfig {
+            udp_port: 0,
+            ..zero.clone()
+        },
+    )
+    .unwrap();
+    // The squatter answers every INIT with an ABORT for the initiate tag,
+    // as a process without that SCTP port does.
+    let squatter = std::thread::spawn(move || {
+        squatter
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut aborts = 0;
+        while let Ok((n, from)) = squatter.recv_from(&mut buf) {
+            let p = &buf[..n];
+            if n >= 20 && p[12] == 1 {
+                let src = u16::from_be_bytes([p[0], p[1]]);
+                let dst = u16::from_be_bytes([p[2], p[3]]);
+                let tag = u32::from_be_bytes([p[16], p[17], p[18], p[19]]);
+                squatter
+                    .send_to(&packet(dst, src, tag, &[6, 0, 0, 4]), from)
+                    .unwrap();
+                aborts += 1;
+            }
+        }
+        aborts
+    });
+    exchange(&mut c, &mut srv, &[sctp]).await;
+    assert_eq!(c.stats().handshake_timeouts, 0);
+    assert!(squatter.join().unwrap() >= 1, "the default port was tried");
 }

@@ -40,7 +40,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -48,9 +47,14 @@ use sctp_proto::{
     Association, AssociationError, Event as SctpEvent, Payload, PayloadProtocolIdentifier,
     ReliabilityType, Side as SctpSide, StreamEvent, TransportConfig as SctpConfig,
 };
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
+
+mod mux;
+mod socket;
+
+use mux::{EndpointKey, Inbound, Mux};
+use socket::send_batch;
 
 use super::{
     AssociationId, CloseMode, CloseReason, EndpointConfig, Event, Message, Ppid, Side, Transport,
@@ -98,6 +102,15 @@ pub struct UdpConfig {
     pub init_acks_per_sec: u32,
     /// Sees every datagram sent and received (for captures). Default none.
     pub capture: Option<CaptureHook>,
+    /// Zero configuration, for nodes whose ports nobody set: `udp_port` is
+    /// only a preference. When another process holds it (or it is 0), a
+    /// listening endpoint takes the UDP port equal to its SCTP port (an
+    /// ephemeral one if both are free to choose), any other endpoint an
+    /// ephemeral port; and the INITs of new associations go both to
+    /// `remote_udp_port` and to the UDP port equal to the peer's SCTP port,
+    /// the first to answer being kept. So any number of processes on one
+    /// host find each other without agreeing on ports. Default off.
+    pub zero_config: bool,
 }
 
 impl Default for UdpConfig {
@@ -110,6 +123,7 @@ impl Default for UdpConfig {
             ootb_replies_per_sec: 1000,
             init_acks_per_sec: 10_000,
             capture: None,
+            zero_config: false,
         }
     }
 }
@@ -124,6 +138,7 @@ impl fmt::Debug for UdpConfig {
             .field("ootb_replies_per_sec", &self.ootb_replies_per_sec)
             .field("init_acks_per_sec", &self.init_acks_per_sec)
             .field("capture", &self.capture.is_some())
+            .field("zero_config", &self.zero_config)
             .finish()
     }
 }
@@ -159,6 +174,9 @@ pub struct UdpStats {
     pub queue_drops: u64,
     /// Associations that exist now (any state, including handshakes).
     pub associations: u64,
+    /// Datagrams the shared UDP sockets dropped because one of their
+    /// endpoints fell behind (counted for every endpoint on the socket).
+    pub socket_drops: u64,
 }
 
 #[derive(Default)]
@@ -198,6 +216,7 @@ impl Counters {
             send_errors: g(&self.send_errors),
             queue_drops: g(&self.queue_drops),
             associations: live as u64,
+            socket_drops: 0,
         }
     }
 }
@@ -248,6 +267,9 @@ pub struct UdpTransport {
     config: TransportConfig,
     known: HashSet<AssociationId>,
     driver: tokio::task::JoinHandle<()>,
+    /// The shared sockets this endpoint is attached to (one per local IP).
+    muxes: Vec<Arc<Mux>>,
+    endpoint: EndpointKey,
 }
 
 impl fmt::Debug for UdpTransport {
@@ -263,68 +285,69 @@ impl fmt::Debug for UdpTransport {
 impl Drop for UdpTransport {
     fn drop(&mut self) {
         self.driver.abort();
+        for m in &self.muxes {
+            m.detach(self.endpoint);
+        }
     }
+}
+
+/// Opens (or joins) the process's UDP sockets for `ips`, one per IP, all on
+/// one UDP port, following [`UdpConfig::zero_config`]; may choose the SCTP
+/// port of a listening endpoint.
+fn open_muxes(
+    ips: &[IpAddr],
+    udp: &UdpConfig,
+    listen: bool,
+    sctp_port: &mut u16,
+) -> Result<Vec<Arc<Mux>>, TransportError> {
+    let open_all = |port: u16| -> Result<Vec<Arc<Mux>>, (u16, io::Error)> {
+        let mut v: Vec<Arc<Mux>> = Vec::new();
+        let mut port = port;
+        for ip in ips {
+            let m =
+                Mux::open(SocketAddr::new(*ip, port), udp.socket_buffer).map_err(|e| (port, e))?;
+            if port == 0 {
+                // All local IPs share the UDP port the first bind picked.
+                port = m.local_addr().port();
+            }
+            v.push(m);
+        }
+        Ok(v)
+    };
+    let failed = |(port, e): (u16, io::Error)| {
+        let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        TransportError::Io(format!("bind {} udp port {port}: {e}", ips.join(",")))
+    };
+    if !udp.zero_config {
+        return open_all(udp.udp_port).map_err(failed);
+    }
+    if udp.udp_port != 0 {
+        match open_all(udp.udp_port) {
+            Ok(v) => return Ok(v),
+            Err((_, e)) if e.kind() == io::ErrorKind::AddrInUse => {
+                debug!(
+                    port = udp.udp_port,
+                    "udp port taken by another process; choosing another"
+                );
+            }
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    if !listen {
+        return open_all(0).map_err(failed);
+    }
+    // Peers try the UDP port equal to our SCTP port when the preferred
+    // one does not answer for it.
+    let v = open_all(*sctp_port).map_err(failed)?;
+    if *sctp_port == 0 {
+        *sctp_port = v[0].local_addr().port();
+    }
+    Ok(v)
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
-
-fn make_socket(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        // Keep families apart: IPv4 peers go through the IPv4 socket, so
-        // association keys never see IPv4-mapped IPv6 addresses.
-        s.set_only_v6(true)?;
-    }
-    // Failure to enlarge buffers is not fatal, only slower under bursts.
-    if let Err(e) = s.set_recv_buffer_size(buffer) {
-        debug!(%e, "SO_RCVBUF");
-    }
-    if let Err(e) = s.set_send_buffer_size(buffer) {
-        debug!(%e, "SO_SNDBUF");
-    }
-    force_buffers(&s, buffer);
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// The kernel caps SO_RCVBUF/SO_SNDBUF at `net.core.[rw]mem_max`; a process
-/// with CAP_NET_ADMIN may exceed it with the FORCE variants.
-#[cfg(target_os = "linux")]
-fn force_buffers(s: &socket2::Socket, buffer: usize) {
-    use std::os::fd::AsRawFd;
-    if s.recv_buffer_size().unwrap_or(0) >= buffer {
-        return;
-    }
-    let v: libc::c_int = buffer.min(i32::MAX as usize) as libc::c_int;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-        // SAFETY: setsockopt on a valid fd with a c_int option value of the
-        // size we pass; failure (EPERM) is reported through the return value.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            trace!("forcing socket buffer size not permitted");
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn force_buffers(_: &socket2::Socket, _: usize) {}
 
 impl UdpTransport {
     /// Binds an endpoint: one UDP socket on [`UdpConfig::udp_port`] for each
@@ -356,27 +379,34 @@ impl UdpTransport {
             .map(|a| a.port())
             .find(|p| *p != 0)
             .unwrap_or(0);
-        if sctp_port == 0 && config.listen {
-            sctp_port = 1024 + (rand_u32() % 40_000) as u16;
-        }
 
         let _guard = rt.enter();
-        let mut sockets = Vec::new();
-        let mut udp_port = udp.udp_port;
-        for ip in &ips {
-            let std_sock = make_socket(SocketAddr::new(*ip, udp_port), udp.socket_buffer)
-                .map_err(|e| TransportError::Io(format!("bind {ip} udp port {udp_port}: {e}")))?;
-            let sock = UdpSocket::from_std(std_sock)?;
-            if udp_port == 0 {
-                // All local IPs share the UDP port the first bind picked.
-                udp_port = sock.local_addr()?.port();
+        let muxes = open_muxes(&ips, &udp, config.listen, &mut sctp_port)?;
+        let endpoint = mux::endpoint_key();
+        if config.listen {
+            let free = |p: u16| muxes.iter().all(|m| !m.taken(p, endpoint));
+            if sctp_port == 0 {
+                sctp_port = loop {
+                    let p = 1024 + (rand_u32() % 40_000) as u16;
+                    if free(p) {
+                        break p;
+                    }
+                };
             }
-            sockets.push(sock);
+            if !free(sctp_port) {
+                return Err(TransportError::Io(format!(
+                    "SCTP port {sctp_port} is already in use in this process"
+                )));
+            }
+            for m in &muxes {
+                m.claim(sctp_port, endpoint);
+            }
         }
-        let local_udp_addrs = sockets
-            .iter()
-            .map(|s| s.local_addr())
-            .collect::<io::Result<Vec<_>>>()?;
+        let (in_tx, in_rx) = mpsc::channel(mux::INBOUND_BATCHES);
+        for (i, m) in muxes.iter().enumerate() {
+            m.attach(endpoint, i, in_tx.clone());
+        }
+        let local_udp_addrs = muxes.iter().map(|m| m.local_addr()).collect();
         let local_addrs = ips
             .iter()
             .map(|ip| SocketAddr::new(*ip, sctp_port))
@@ -391,7 +421,9 @@ impl UdpTransport {
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let driver = Driver::new(
-            sockets,
+            muxes.clone(),
+            endpoint,
+            in_rx,
             config.listen.then_some(sctp_port),
             config.transport.clone(),
             udp,
@@ -409,6 +441,8 @@ impl UdpTransport {
             config: config.transport,
             known: HashSet::new(),
             driver: handle,
+            muxes,
+            endpoint,
         })
     }
 
@@ -419,9 +453,12 @@ impl UdpTransport {
 
     /// A snapshot of the backend's counters.
     pub fn stats(&self) -> UdpStats {
-        self.shared
+        let mut s = self
+            .shared
             .counters
-            .snapshot(self.shared.live.load(Ordering::Relaxed))
+            .snapshot(self.shared.live.load(Ordering::Relaxed));
+        s.socket_drops = self.muxes.iter().map(|m| m.dropped()).sum();
+        s
     }
 
     async fn command(&mut self, c: Command) -> Result<(), TransportError> {
@@ -577,6 +614,12 @@ struct Conn {
     side: Side,
     /// Where to send: remote IP and its current UDP encapsulation port.
     peer_udp: SocketAddr,
+    /// Other UDP ports the handshake is also sent to until the peer answers
+    /// from one of them ([`UdpConfig::zero_config`]).
+    probe: Vec<u16>,
+    /// UDP ports tried during the handshake that turned out to be other
+    /// processes: their late answers (an ABORT for our INIT) are ignored.
+    shunned: Vec<u16>,
     /// Index into the driver's sockets.
     sock: usize,
     up: bool,
@@ -597,7 +640,12 @@ struct Conn {
 }
 
 struct Driver {
-    sockets: Vec<UdpSocket>,
+    /// The shared sockets, one per local IP; `Conn::sock` indexes them.
+    muxes: Vec<Arc<Mux>>,
+    /// This endpoint, as the muxes know it.
+    endpoint: EndpointKey,
+    /// Datagrams for this endpoint's SCTP ports, from every mux.
+    inbound: mpsc::Receiver<Vec<Inbound>>,
     listen_port: Option<u16>,
     config: TransportConfig,
     udp: UdpConfig,
@@ -702,8 +750,11 @@ fn map_reason(reason: &AssociationError, up: bool) -> CloseReason {
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     fn new(
-        sockets: Vec<UdpSocket>,
+        muxes: Vec<Arc<Mux>>,
+        endpoint: EndpointKey,
+        inbound: mpsc::Receiver<Vec<Inbound>>,
         listen_port: Option<u16>,
         config: TransportConfig,
         udp: UdpConfig,
@@ -715,7 +766,9 @@ impl Driver {
         // payload; leave room for a bundled SACK with a few gap blocks.
         let max_payload = (udp.mtu - 12 - 16 - 32) as u32;
         Driver {
-            sockets,
+            muxes,
+            endpoint,
+            inbound,
             listen_port,
             config,
             udp,
@@ -770,8 +823,6 @@ impl Driver {
     }
 
     async fn run(mut self) {
-        let mut bufs: Vec<Vec<u8>> = self.sockets.iter().map(|_| vec![0u8; 65_536]).collect();
-        let mut rx = RecvBatch::new();
         loop {
             let next_timer = self.next_timer();
             let sleep = async {
@@ -793,19 +844,10 @@ impl Driver {
                         }
                     }
                 }
-                first = recv_any(&self.sockets, &mut bufs), if !self.paused() => {
-                    match first {
-                        Ok((idx, from, len)) => {
-                            let data = Bytes::copy_from_slice(&bufs[idx][..len]);
-                            self.handle_datagram(idx, from, data);
-                            self.drain_sockets(&mut rx);
-                        }
-                        Err(e) => {
-                            // ICMP errors surface here on some systems; they
-                            // are not fatal for an unconnected socket.
-                            debug!(%e, "udp receive error");
-                        }
-                    }
+                batch = self.inbound.recv(), if !self.paused() => {
+                    let Some(batch) = batch else { return };
+                    self.handle_batch(batch);
+                    self.drain_inbound();
                 }
                 () = sleep => {}
                 // Reading is paused: look again soon.
@@ -822,31 +864,24 @@ impl Driver {
         self.shared.queued_events.load(Ordering::Relaxed) >= EVENT_HIGH_WATER
     }
 
-    /// Reads what is already queued on the sockets, up to a batch limit.
-    fn drain_sockets(&mut self, rx: &mut RecvBatch) {
+    fn handle_batch(&mut self, batch: Vec<Inbound>) {
+        for d in batch {
+            match d.from {
+                Some(from) => self.handle_datagram(d.tag, from, d.data),
+                None => inc(&self.shared.counters.malformed),
+            }
+        }
+    }
+
+    /// Takes what is already queued, up to a batch limit.
+    fn drain_inbound(&mut self) {
         for _ in 0..64 {
             if self.paused() {
                 break;
             }
-            let mut got = false;
-            for idx in 0..self.sockets.len() {
-                match rx.recv(&self.sockets[idx]) {
-                    Ok(n) => {
-                        got |= n > 0;
-                        for i in 0..n {
-                            let (from, data) = rx.take(i);
-                            match from {
-                                Some(from) => self.handle_datagram(idx, from, data),
-                                None => inc(&self.shared.counters.malformed),
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => debug!(%e, "udp receive error"),
-                }
-            }
-            if !got {
-                break;
+            match self.inbound.try_recv() {
+                Ok(batch) => self.handle_batch(batch),
+                Err(_) => break,
             }
         }
     }
@@ -916,6 +951,7 @@ impl Driver {
             // peers expect.
             if self.used_ports.contains_key(&p)
                 || self.routes.contains_key(&(remote_ip, remote_port, p))
+                || self.muxes.iter().any(|m| m.taken(p, self.endpoint))
             {
                 continue;
             }
@@ -925,11 +961,9 @@ impl Driver {
     }
 
     fn socket_for(&self, ip: IpAddr) -> Option<usize> {
-        self.sockets.iter().position(|s| {
-            s.local_addr()
-                .map(|l| l.is_ipv4() == ip.is_ipv4())
-                .unwrap_or(false)
-        })
+        self.muxes
+            .iter()
+            .position(|m| m.local_addr().is_ipv4() == ip.is_ipv4())
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -1001,6 +1035,12 @@ impl Driver {
             key,
             side: Side::Client,
             peer_udp: SocketAddr::new(ip, self.udp.remote_udp_port),
+            probe: if self.udp.zero_config && peer.port() != self.udp.remote_udp_port {
+                vec![peer.port()]
+            } else {
+                Vec::new()
+            },
+            shunned: Vec::new(),
             sock,
             up: false,
             handshake_deadline: Some(now + share),
@@ -1013,7 +1053,15 @@ impl Driver {
         };
         self.timers.push(Reverse((now + share, id)));
         self.routes.insert(key, id);
-        *self.used_ports.entry(local_port).or_insert(0) += 1;
+        let n = self.used_ports.entry(local_port).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            // Other endpoints of the process share the sockets: the port
+            // routes this association's packets here.
+            for m in &self.muxes {
+                m.claim(local_port, self.endpoint);
+            }
+        }
         self.conns.insert(id, conn);
         self.shared.live.fetch_add(1, Ordering::Relaxed);
         self.mark_dirty(id);
@@ -1073,10 +1121,13 @@ impl Driver {
     fn handle_datagram(&mut self, sock: usize, from: SocketAddr, data: Bytes) {
         let counters = &self.shared.counters;
         inc(&counters.datagrams_in);
-        if let Some(cap) = &self.udp.capture
-            && let Ok(local) = self.sockets[sock].local_addr()
-        {
-            cap(Direction::Incoming, from, local, &data);
+        if let Some(cap) = &self.udp.capture {
+            cap(
+                Direction::Incoming,
+                from,
+                self.muxes[sock].local_addr(),
+                &data,
+            );
         }
         let Some(h) = parse_header(&data) else {
             inc(&counters.malformed);
@@ -1106,6 +1157,37 @@ impl Driver {
             if !tag_ok {
                 inc(&counters.bad_vtag);
                 debug!(%id, %from, chunk = h.first_chunk, "packet with wrong verification tag dropped");
+                return;
+            }
+            let port = from.port();
+            if !c.probe.is_empty() {
+                let tried = port == c.peer_udp.port() || c.probe.contains(&port);
+                if h.first_chunk == CT_ABORT && !c.up && tried {
+                    // A process without the peer's SCTP port answered one
+                    // of the ports we tried: keep to the others.
+                    if port == c.peer_udp.port() {
+                        c.peer_udp = SocketAddr::new(c.peer_udp.ip(), c.probe.remove(0));
+                    } else {
+                        c.probe.retain(|p| *p != port);
+                    }
+                    c.shunned.push(port);
+                    debug!(%id, %from, "no such SCTP port behind this UDP port; trying the others");
+                    return;
+                }
+                if port == c.peer_udp.port() || c.probe.contains(&port) {
+                    let answered = port;
+                    let others = std::mem::take(&mut c.probe);
+                    c.shunned.extend(
+                        others
+                            .iter()
+                            .chain([&c.peer_udp.port()])
+                            .filter(|p| **p != answered),
+                    );
+                }
+            }
+            if c.shunned.contains(&port) {
+                inc(&counters.bad_vtag);
+                debug!(%id, %from, "packet from a UDP port the handshake ruled out dropped");
                 return;
             }
             // RFC 6951 5.5: follow the peer's UDP source port.
@@ -1268,6 +1350,8 @@ impl Driver {
                 key,
                 side: Side::Server,
                 peer_udp: from,
+                probe: Vec::new(),
+                shunned: Vec::new(),
                 sock,
                 up: false,
                 handshake_deadline: None,
@@ -1304,11 +1388,9 @@ impl Driver {
     }
 
     fn send_datagram(&self, sock: usize, to: SocketAddr, pkt: &[u8]) -> bool {
-        let s = &self.sockets[sock];
-        if let Some(cap) = &self.udp.capture
-            && let Ok(local) = s.local_addr()
-        {
-            cap(Direction::Outgoing, local, to, pkt);
+        let s = self.muxes[sock].socket();
+        if let Some(cap) = &self.udp.capture {
+            cap(Direction::Outgoing, self.muxes[sock].local_addr(), to, pkt);
         }
         match s.try_send_to(pkt, to) {
             Ok(_) => {
@@ -1407,6 +1489,11 @@ impl Driver {
             *n -= 1;
             if *n == 0 {
                 self.used_ports.remove(&c.key.2);
+                if Some(c.key.2) != self.listen_port {
+                    for m in &self.muxes {
+                        m.release(c.key.2, self.endpoint);
+                    }
+                }
             }
         }
     }
@@ -1493,15 +1580,13 @@ impl Driver {
         }
         if let Some(cap) = &self.udp.capture {
             for (sock, to, p) in &q {
-                if let Ok(local) = self.sockets[*sock].local_addr() {
-                    cap(Direction::Outgoing, local, *to, p);
-                }
+                cap(Direction::Outgoing, self.muxes[*sock].local_addr(), *to, p);
             }
         }
-        if self.sockets.len() == 1 {
+        if self.muxes.len() == 1 {
             self.send_all(0, &q).await;
         } else {
-            for sock in 0..self.sockets.len() {
+            for sock in 0..self.muxes.len() {
                 let part: Vec<(usize, SocketAddr, Bytes)> =
                     q.iter().filter(|x| x.0 == sock).cloned().collect();
                 if !part.is_empty() {
@@ -1515,7 +1600,7 @@ impl Driver {
     }
 
     async fn send_all(&self, sock: usize, pkts: &[(usize, SocketAddr, Bytes)]) {
-        let s = &self.sockets[sock];
+        let s = self.muxes[sock].socket();
         let counters = &self.shared.counters;
         let mut i = 0;
         while i < pkts.len() {
@@ -1551,6 +1636,7 @@ impl Driver {
                 continue;
             }
             let (sock, to) = (c.sock, c.peer_udp);
+            let probe = c.probe.clone();
             let mut packets = Vec::new();
             while let Some(t) = c.assoc.poll_transmit(now) {
                 if let Payload::RawEncode(v) = t.payload {
@@ -1565,8 +1651,13 @@ impl Driver {
                     self.timers.push(Reverse((t, id)));
                 }
             }
-            self.tx_queue
-                .extend(packets.into_iter().map(|p| (sock, to, p)));
+            for p in packets {
+                for port in &probe {
+                    self.tx_queue
+                        .push((sock, SocketAddr::new(to.ip(), *port), p.clone()));
+                }
+                self.tx_queue.push((sock, to, p));
+            }
             if dead {
                 self.remove_conn(id);
             } else {
@@ -1576,199 +1667,4 @@ impl Driver {
             }
         }
     }
-}
-
-/// Receive buffers for reading several datagrams per system call.
-struct RecvBatch {
-    bufs: Vec<Vec<u8>>,
-    /// (source, length, truncated) of the datagrams of the last `recv`.
-    got: Vec<(Option<SocketAddr>, usize, bool)>,
-}
-
-/// Datagrams per `recvmmsg`. Each buffer holds the largest UDP payload, as
-/// a peer's packets are not bounded by our MTU.
-#[cfg(target_os = "linux")]
-const RECV_BATCH: usize = 16;
-#[cfg(not(target_os = "linux"))]
-const RECV_BATCH: usize = 1;
-
-impl RecvBatch {
-    fn new() -> Self {
-        RecvBatch {
-            bufs: (0..RECV_BATCH).map(|_| vec![0u8; 65_536]).collect(),
-            got: Vec::with_capacity(RECV_BATCH),
-        }
-    }
-
-    /// Datagram `i` of the last `recv`: its source (None if unusable or
-    /// truncated, which the caller counts as malformed) and bytes.
-    fn take(&self, i: usize) -> (Option<SocketAddr>, Bytes) {
-        let (from, len, truncated) = self.got[i];
-        let from = if truncated { None } else { from };
-        (from, Bytes::copy_from_slice(&self.bufs[i][..len]))
-    }
-
-    /// Reads what is queued (up to the batch size) without waiting.
-    #[cfg(target_os = "linux")]
-    fn recv(&mut self, s: &UdpSocket) -> io::Result<usize> {
-        use std::os::fd::AsRawFd;
-        let n = self.bufs.len();
-        // SAFETY: sockaddr_storage is plain old data; zero is valid.
-        let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; n];
-        let mut iovs: Vec<libc::iovec> = self
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        let (addr_base, iov_base) = (addrs.as_mut_ptr(), iovs.as_mut_ptr());
-        let mut msgs: Vec<libc::mmsghdr> = (0..n)
-            .map(|i| {
-                // SAFETY: mmsghdr is plain old data; zero is valid.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                // SAFETY: i < n = addrs.len() = iovs.len(); both vectors
-                // outlive the recvmmsg call.
-                unsafe {
-                    m.msg_hdr.msg_name = addr_base.add(i) as *mut libc::c_void;
-                    m.msg_hdr.msg_iov = iov_base.add(i);
-                }
-                m.msg_hdr.msg_namelen =
-                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        let got = s.try_io(tokio::io::Interest::READABLE, || {
-            // SAFETY: `msgs` holds n initialised headers pointing into
-            // `addrs`, `iovs` and `self.bufs`, all alive and not otherwise
-            // borrowed during the call.
-            let r = unsafe {
-                libc::recvmmsg(
-                    s.as_raw_fd(),
-                    msgs.as_mut_ptr(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(r as usize)
-            }
-        })?;
-        self.got.clear();
-        for (m, a) in msgs.iter().zip(&addrs).take(got) {
-            let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            self.got
-                .push((sockaddr_to_std(a), m.msg_len as usize, truncated));
-        }
-        Ok(got)
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn recv(&mut self, s: &UdpSocket) -> io::Result<usize> {
-        let (len, from) = s.try_recv_from(&mut self.bufs[0])?;
-        self.got.clear();
-        self.got.push((Some(from), len, false));
-        Ok(1)
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn sockaddr_to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match a.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for it.
-            let v4 = unsafe { &*(a as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-            Some(SocketAddr::new(ip.into(), u16::from_be(v4.sin_port)))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let v6 = unsafe { &*(a as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
-            let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
-            Some(SocketAddr::new(ip.into(), u16::from_be(v6.sin6_port)))
-        }
-        _ => None,
-    }
-}
-
-/// Sends up to 64 datagrams with one `sendmmsg`; returns how many went out.
-#[cfg(target_os = "linux")]
-fn send_batch(s: &UdpSocket, pkts: &[(usize, SocketAddr, Bytes)]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    const MAX: usize = 64;
-    let pkts = &pkts[..pkts.len().min(MAX)];
-    let addrs: Vec<socket2::SockAddr> = pkts.iter().map(|(_, a, _)| (*a).into()).collect();
-    let mut iovs: Vec<libc::iovec> = pkts
-        .iter()
-        .map(|(_, _, p)| libc::iovec {
-            iov_base: p.as_ptr() as *mut libc::c_void,
-            iov_len: p.len(),
-        })
-        .collect();
-    let iov_base = iovs.as_mut_ptr();
-    let mut msgs: Vec<libc::mmsghdr> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
-            m.msg_hdr.msg_namelen = a.len();
-            // SAFETY: i < iovs.len(); the pointer stays valid while `iovs`
-            // lives, which outlasts the call below.
-            m.msg_hdr.msg_iov = unsafe { iov_base.add(i) };
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
-    s.try_io(tokio::io::Interest::WRITABLE, || {
-        // SAFETY: `msgs` points at `msgs.len()` initialised headers whose
-        // names, iovecs and buffers (`addrs`, `iovs`, `pkts`) are alive and
-        // unchanged for the duration of the call.
-        let n = unsafe {
-            libc::sendmmsg(
-                s.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                msgs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    })
-}
-
-/// Sends one datagram; returns how many went out.
-#[cfg(not(target_os = "linux"))]
-fn send_batch(s: &UdpSocket, pkts: &[(usize, SocketAddr, Bytes)]) -> io::Result<usize> {
-    s.try_send_to(&pkts[0].2, pkts[0].1).map(|_| 1)
-}
-
-/// Waits until one of the sockets has a datagram and reads it into that
-/// socket's buffer.
-async fn recv_any(
-    sockets: &[UdpSocket],
-    bufs: &mut [Vec<u8>],
-) -> io::Result<(usize, SocketAddr, usize)> {
-    std::future::poll_fn(|cx| {
-        for (i, s) in sockets.iter().enumerate() {
-            let mut rb = tokio::io::ReadBuf::new(&mut bufs[i]);
-            match s.poll_recv_from(cx, &mut rb) {
-                Poll::Ready(Ok(from)) => return Poll::Ready(Ok((i, from, rb.filled().len()))),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
