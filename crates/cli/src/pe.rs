@@ -12,7 +12,6 @@ use rserpool::pe::Event;
 use rserpool_core::pool_element::LifeUnit;
 use rserpool_core::{HuntConfig, PoolElementConfig, PoolElementEvent};
 use rserpool_net::transport::select::BackendKind;
-use rserpool_net::transport::udp::SCTP_UDP_PORT;
 use rserpool_wire::{PeId, Policy, PoolHandle, TransportAddress, TransportUse, UserTransport};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -123,9 +122,10 @@ struct Plan {
 fn plan(a: Args) -> Result<Plan, String> {
     let pool = PoolHandle::try_from(a.pool.as_str())
         .map_err(|e| format!("invalid pool handle `{}`: {e}", a.pool))?;
-    if a.registrar.is_empty() && a.announce.is_none() {
-        return Err("give at least one --registrar (or --announce to find registrars)".into());
-    }
+    let mut registrars: Vec<Vec<SocketAddr>> =
+        a.registrar.iter().map(|r| r.resolve(ASAP_PORT)).collect();
+    let mut announce = a.announce;
+    crate::node::default_registrars(&mut registrars, &mut announce);
     let mut local: Vec<SocketAddr> = a
         .local
         .iter()
@@ -139,10 +139,10 @@ fn plan(a: Args) -> Result<Plan, String> {
     } else {
         a.user_addr.clone()
     };
-    if let Some(ip) = user_addrs
-        .iter()
-        .find(|ip| ip.is_unspecified() || ip.is_multicast())
-    {
+    // An unspecified address (the default) is registered as such, and the
+    // registrar puts the addresses it sees the PE's association come from
+    // in its place (RFC 5352 §3.1).
+    if let Some(ip) = user_addrs.iter().find(|ip| ip.is_multicast()) {
         return Err(format!(
             "pool users cannot reach {ip}: give --user-addr (or a concrete --local IP)"
         ));
@@ -171,7 +171,7 @@ fn plan(a: Args) -> Result<Plan, String> {
         c.life_unit = LifeUnit::Seconds;
     }
     c.hunt = HuntConfig {
-        registrars: a.registrar.iter().map(|r| r.resolve(ASAP_PORT)).collect(),
+        registrars,
         ..HuntConfig::default()
     };
     if let Some(d) = a.server_hunt_timeout {
@@ -192,7 +192,7 @@ fn plan(a: Args) -> Result<Plan, String> {
         seed: a.seed.unwrap_or_else(rand::random),
         local,
         transport: a.transport,
-        announce: a.announce,
+        announce,
     })
 }
 
@@ -216,7 +216,9 @@ async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
         local: &plan.local,
         seed: plan.seed,
     };
-    let options = match transport::options(&plan.transport, kind, SCTP_UDP_PORT, place) {
+    // Without --udp-port the PE takes the UDP port equal to its SCTP port,
+    // so that it can share a host with a registrar and other PEs.
+    let options = match transport::options(&plan.transport, kind, 0, place) {
         Ok(o) => o,
         Err(e) => return config_error(e),
     };

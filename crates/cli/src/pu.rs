@@ -115,15 +115,16 @@ pub(crate) struct Plan {
 fn plan(a: Args) -> Result<Plan, String> {
     let pool = PoolHandle::try_from(a.pool.as_str())
         .map_err(|e| format!("invalid pool handle `{}`: {e}", a.pool))?;
-    if a.registrar.is_empty() && a.announce.is_none() {
-        return Err("give at least one --registrar (or --announce to find registrars)".into());
-    }
+    let mut registrars: Vec<Vec<SocketAddr>> =
+        a.registrar.iter().map(|r| r.resolve(ASAP_PORT)).collect();
+    let mut announce = a.announce;
+    crate::node::default_registrars(&mut registrars, &mut announce);
     if a.resolve == Some(0) {
         return Err("--resolve must be at least 1".into());
     }
     let mut c = PoolUserConfig {
         hunt: HuntConfig {
-            registrars: a.registrar.iter().map(|r| r.resolve(ASAP_PORT)).collect(),
+            registrars,
             ..HuntConfig::default()
         },
         handle_resolution_items: a.items,
@@ -161,7 +162,7 @@ fn plan(a: Args) -> Result<Plan, String> {
             .map(|l| SocketAddr::new(l.ip, l.port.unwrap_or(0)))
             .collect(),
         transport: a.transport,
-        announce: a.announce,
+        announce,
     })
 }
 

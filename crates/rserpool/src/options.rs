@@ -46,7 +46,6 @@ impl Options {
     pub(crate) async fn bind(
         &self,
         listen: bool,
-        default_udp_port: u16,
     ) -> Result<(AnyTransport, Option<AnnounceChannel>, BackendKind), Error> {
         let kind = self.transport.backend.resolve().map_err(Error::Config)?;
         self.transport
@@ -59,7 +58,8 @@ impl Options {
             transport: self.transport.tunables.clone(),
         };
         let udp = self.transport.udp.clone().unwrap_or(UdpConfig {
-            udp_port: default_udp_port,
+            udp_port: 0,
+            zero_config: true,
             ..UdpConfig::default()
         });
         let endpoint = bind(kind, config, &udp).map_err(Error::Bind)?;

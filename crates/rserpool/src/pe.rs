@@ -33,7 +33,6 @@ use rserpool_core::pool_element::PoolElementEvent;
 use rserpool_core::{Instant, PoolElementConfig, SessionId};
 use rserpool_net::runtime::Endpoints;
 use rserpool_net::transport::Transport;
-use rserpool_net::transport::udp::SCTP_UDP_PORT;
 use rserpool_wire::{
     self as wire, PeId, Policy, PoolHandle, PrId, TransportAddress, TransportUse, UserTransport,
 };
@@ -135,17 +134,17 @@ impl PoolElementBuilder {
         } else {
             user_addrs
         };
-        if let Some(ip) = user_addrs
-            .iter()
-            .find(|ip| ip.is_unspecified() || ip.is_multicast())
-        {
+        // Unspecified addresses (the default) are registered as such: the
+        // registrar puts in their place the addresses the PE's association
+        // comes from (RFC 5352 §3.1).
+        if let Some(ip) = user_addrs.iter().find(|ip| ip.is_multicast()) {
             return Err(Error::Config(format!(
                 "pool users cannot reach {ip}: bind a concrete local address or give the user addresses"
             )));
         }
         // A registrar that takes the PE over opens an association to it,
         // and so do pool users: the endpoint listens.
-        let (endpoint, announce, kind) = options.bind(true, SCTP_UDP_PORT).await?;
+        let (endpoint, announce, kind) = options.bind(true).await?;
         let port = user_port
             .or_else(|| endpoint.local_addrs().first().map(SocketAddr::port))
             .unwrap_or(0);

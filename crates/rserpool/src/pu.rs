@@ -129,7 +129,7 @@ impl SessionBuilder {
         config
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
-        let (endpoint, announce, _) = options.bind(false, 0).await?;
+        let (endpoint, announce, _) = options.bind(false).await?;
         let mut machine = Machine::new(
             config.clone(),
             ChaCha8Rng::seed_from_u64(seed(&options)),

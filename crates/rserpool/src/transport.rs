@@ -42,9 +42,11 @@ pub struct TransportOptions {
     pub backend: Backend,
     /// SCTP tunables (heartbeats, timeouts, limits).
     pub tunables: TransportConfig,
-    /// SCTP over UDP: local and remote UDP ports and socket options. A
-    /// pool element listens on UDP port 9899 by default, a pool user on
-    /// an ephemeral port.
+    /// SCTP over UDP: local and remote UDP ports and socket options.
+    /// `None` is zero configuration ([`UdpConfig::zero_config`]): a pool
+    /// element listens on the UDP port equal to its SCTP port, a pool user
+    /// on an ephemeral port, and both reach peers on 9899 or on the UDP
+    /// port equal to the peer's SCTP port, whichever answers.
     pub udp: Option<UdpConfig>,
 }
 

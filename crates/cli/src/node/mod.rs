@@ -14,6 +14,48 @@ use std::process::ExitCode;
 /// Exit code of a configuration that cannot work (as clap's usage errors).
 pub const EXIT_CONFIG: u8 = 2;
 
+/// The multicast group registrars announce themselves on by default (the
+/// reference implementation's ASAP announce group).
+pub const ANNOUNCE_GROUP: std::net::SocketAddr = std::net::SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(239, 0, 0, 50)),
+    3863,
+);
+
+/// The multicast group registrars send ENRP presences to by default.
+pub const ENRP_ANNOUNCE_GROUP: std::net::SocketAddr = std::net::SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(239, 0, 0, 51)),
+    9901,
+);
+
+/// Where a PE or PU with neither `--registrar` nor `--announce` looks: the
+/// registrars announcing on [`ANNOUNCE_GROUP`] (when this host can join a
+/// multicast group at all) and a registrar on this host.
+pub fn default_registrars(
+    registrars: &mut Vec<Vec<std::net::SocketAddr>>,
+    announce: &mut Option<std::net::SocketAddr>,
+) {
+    if !registrars.is_empty() || announce.is_some() {
+        return;
+    }
+    registrars.push(vec![std::net::SocketAddr::new(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        crate::registrar::ASAP_PORT,
+    )]);
+    if multicast_available() {
+        *announce = Some(ANNOUNCE_GROUP);
+    }
+}
+
+/// Whether a multicast group can be joined here (there is a route for it).
+fn multicast_available() -> bool {
+    let std::net::IpAddr::V4(group) = ANNOUNCE_GROUP.ip() else {
+        return false;
+    };
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED))
+        .is_ok()
+}
+
 /// Where a PE or PU looks for a registrar, for its progress lines:
 /// "asking 10.0.0.1:3863 then 10.0.0.2:3863; listening for registrar
 /// announces on 239.0.0.50:3863".

@@ -32,8 +32,11 @@ pub struct TransportArgs {
     #[arg(long = "transport", value_enum, value_name = "KIND")]
     #[serde(rename = "kind")]
     pub choice: Option<TransportChoice>,
-    /// Local UDP port of SCTP over UDP; every node on one IP needs its own
-    /// (default 9899, for a pool user an ephemeral port).
+    /// Local UDP port of SCTP over UDP [default: 9899 for a registrar (its
+    /// SCTP ports if another process has 9899), for a PE the UDP port equal
+    /// to its SCTP port, for a pool user an ephemeral port]. Without this
+    /// flag and --remote-udp-port, new associations try both 9899 and the
+    /// UDP port equal to the peer's SCTP port.
     #[arg(long, value_name = "PORT")]
     pub udp_port: Option<u16>,
     /// UDP port that outgoing SCTP-over-UDP associations are sent to
@@ -126,6 +129,7 @@ impl TransportArgs {
         UdpConfig {
             udp_port: self.udp_port.unwrap_or(default_udp_port),
             remote_udp_port: self.remote_udp_port.unwrap_or(SCTP_UDP_PORT),
+            zero_config: self.udp_port.is_none() && self.remote_udp_port.is_none(),
             ..UdpConfig::default()
         }
     }

@@ -11,7 +11,7 @@ use rserpool_core::registrar::{Registrar, RegistrarEvent};
 use rserpool_net::runtime::{AnnounceChannel, Endpoints};
 use rserpool_net::transport::select::BackendKind;
 use rserpool_net::transport::{EndpointConfig, Transport};
-use settings::{Plan, Settings, check_udp_layout};
+use settings::{Plan, Settings};
 use std::process::ExitCode;
 use tracing::{info, warn};
 
@@ -57,11 +57,6 @@ pub fn run(args: Args) -> ExitCode {
         Ok(k) => k,
         Err(e) => return config_error(e),
     };
-    if kind == BackendKind::Udp {
-        if let Err(e) = check_udp_layout(&plan) {
-            return config_error(e);
-        }
-    }
     block_on(serve(plan, kind))
 }
 
@@ -80,17 +75,29 @@ async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
         Ok(t) => t,
         Err(e) => return config_error(e),
     };
-    let announce = match &plan.announce {
-        Some((listen, to)) => {
-            match AnnounceChannel::bind(*listen, to.clone(), rserpool_wire::PPID_ASAP).await {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    return config_error(format!("cannot open the announce channel {listen}: {e}"));
-                }
+    let mut announce: Option<AnnounceChannel> = None;
+    for (channel, ppid) in [
+        (&plan.announce, rserpool_wire::PPID_ASAP),
+        (&plan.enrp_announce, rserpool_wire::PPID_ENRP),
+    ] {
+        let Some((listen, to)) = channel else {
+            continue;
+        };
+        match AnnounceChannel::bind(*listen, to.clone(), ppid).await {
+            Ok(a) => {
+                announce = Some(match announce {
+                    Some(first) => first.with(a),
+                    None => a,
+                })
+            }
+            Err(e) if plan.announce_by_default => {
+                info!("not announcing on {listen} ({e}); peers need --peer");
+            }
+            Err(e) => {
+                return config_error(format!("cannot open the announce channel {listen}: {e}"));
             }
         }
-        None => None,
-    };
+    }
     let asap_at = list(&asap.local_addrs());
     let enrp_at = list(&enrp.local_addrs());
     let registrar = match Registrar::new(plan.config.clone(), plan.seed, Instant::ZERO) {

@@ -149,10 +149,18 @@ pub struct Settings {
     #[arg(long = "peer", value_name = "ADDR")]
     pub peer: Vec<EndpointSpec>,
     /// Send ASAP_SERVER_ANNOUNCE to this address: one multicast group
-    /// (e.g. 239.0.0.50:3863, also listened on) or unicast IP:PORT
-    /// destinations; repeatable [default: no announces].
+    /// (also listened on) or unicast IP:PORT destinations; repeatable
+    /// [default: 239.0.0.50:3863, unless every --addr is a loopback address].
     #[arg(long = "announce", value_name = "ADDR")]
     pub announce: Vec<SocketAddr>,
+    /// Send ENRP_PRESENCE to this address and listen there for other
+    /// registrars' (admitted by --enrp-allow); like --announce [default:
+    /// 239.0.0.51:9901, unless every --enrp-addr is a loopback address].
+    #[arg(long = "enrp-announce", value_name = "ADDR")]
+    pub enrp_announce: Vec<SocketAddr>,
+    /// Announce nothing (no ASAP_SERVER_ANNOUNCE, no ENRP_PRESENCE by multicast).
+    #[arg(long, conflicts_with_all = ["announce", "enrp_announce"])]
+    pub no_announce: bool,
     /// Print a status line this often (PEs, pools, owned per registrar, peers, refusals).
     #[arg(long, value_name = "DUR")]
     pub status_interval: Option<Dur>,
@@ -305,6 +313,11 @@ pub struct Plan {
     pub enrp_udp: UdpConfig,
     /// Announce channel: where to listen and where to send.
     pub announce: Option<(SocketAddr, Vec<SocketAddr>)>,
+    /// ENRP presence channel: where to listen and where to send.
+    pub enrp_announce: Option<(SocketAddr, Vec<SocketAddr>)>,
+    /// The announce channels are the defaults: failing to open them
+    /// (no multicast route) is not a reason to stop.
+    pub announce_by_default: bool,
     /// Status line period.
     pub status_interval: Option<Duration>,
 }
@@ -352,6 +365,8 @@ impl Settings {
             enrp_udp_port: pick(self.enrp_udp_port, file.enrp_udp_port),
             peer: pick_list(self.peer, file.peer),
             announce: pick_list(self.announce, file.announce),
+            enrp_announce: pick_list(self.enrp_announce, file.enrp_announce),
+            no_announce: self.no_announce || file.no_announce,
             status_interval: pick(self.status_interval, file.status_interval),
             seed: pick(self.seed, file.seed),
             mentor_discovery_timeout: pick(
@@ -456,7 +471,10 @@ impl Settings {
         }
 
         let tunables = self.transport.tunables()?;
-        let asap_udp = self.transport.udp(SCTP_UDP_PORT);
+        let mut asap_udp = self.transport.udp(SCTP_UDP_PORT);
+        // Zero configuration only when no UDP port was given at all; the
+        // ASAP and ENRP endpoints share the UDP port either way.
+        asap_udp.zero_config &= self.enrp_udp_port.is_none();
         let enrp_udp_port = self.enrp_udp_port.unwrap_or(asap_udp.udp_port);
         if asap_udp.udp_port == 0 || enrp_udp_port == 0 || asap_udp.remote_udp_port == 0 {
             return Err("UDP ports must not be 0: PEs and peers need to know them".into());
@@ -477,7 +495,29 @@ impl Settings {
             peers.push(addrs);
         }
 
-        let announce = announce_plan(&self.announce)?;
+        let only_loopback = |ips: &[IpAddr]| ips.iter().all(IpAddr::is_loopback);
+        let announce_by_default = !self.no_announce
+            && self.announce.is_empty()
+            && self.enrp_announce.is_empty();
+        let (announce, enrp_announce) = if self.no_announce {
+            (None, None)
+        } else if announce_by_default {
+            (
+                (!only_loopback(&addr)).then(|| {
+                    let g = crate::node::ANNOUNCE_GROUP;
+                    (g, vec![g])
+                }),
+                (!only_loopback(&enrp_addr)).then(|| {
+                    let g = crate::node::ENRP_ANNOUNCE_GROUP;
+                    (g, vec![g])
+                }),
+            )
+        } else {
+            (
+                announce_plan(&self.announce, "--announce")?,
+                announce_plan(&self.enrp_announce, "--enrp-announce")?,
+            )
+        };
 
         let unit = match self.life_unit {
             Some(LifeUnitArg::S) => LifeUnit::Seconds,
@@ -490,6 +530,7 @@ impl Settings {
             peers,
             life_unit: unit,
             announce: announce.is_some(),
+            announce_presence: enrp_announce.is_some(),
             ..RegistrarConfig::default()
         };
         let set = |d: Option<Dur>, field: &mut Duration| {
@@ -612,6 +653,8 @@ impl Settings {
             asap_udp,
             enrp_udp,
             announce,
+            enrp_announce,
+            announce_by_default,
             status_interval,
         })
     }
@@ -619,7 +662,10 @@ impl Settings {
 
 /// One multicast group (listened on and sent to) or unicast destinations
 /// (sent to from an ephemeral port).
-fn announce_plan(addrs: &[SocketAddr]) -> Result<Option<(SocketAddr, Vec<SocketAddr>)>, String> {
+fn announce_plan(
+    addrs: &[SocketAddr],
+    flag: &str,
+) -> Result<Option<(SocketAddr, Vec<SocketAddr>)>, String> {
     if addrs.is_empty() {
         return Ok(None);
     }
@@ -628,7 +674,7 @@ fn announce_plan(addrs: &[SocketAddr]) -> Result<Option<(SocketAddr, Vec<SocketA
         .iter()
         .find(|a| a.port() == 0 || a.ip().is_unspecified())
     {
-        return Err(format!("--announce {a} is not a destination"));
+        return Err(format!("{flag} {a} is not a destination"));
     }
     match groups.as_slice() {
         [] => {
@@ -640,7 +686,9 @@ fn announce_plan(addrs: &[SocketAddr]) -> Result<Option<(SocketAddr, Vec<SocketA
             Ok(Some((SocketAddr::new(any, 0), addrs.to_vec())))
         }
         [g] if addrs.len() == 1 => Ok(Some((**g, vec![**g]))),
-        _ => Err("--announce takes one multicast group, or unicast destinations only".into()),
+        _ => Err(format!(
+            "{flag} takes one multicast group, or unicast destinations only"
+        )),
     }
 }
 
@@ -689,23 +737,6 @@ fn balance(s: &Settings, own: PrId) -> Result<BalancePolicy, String> {
     }
 }
 
-/// The checks that exist only at this level: with SCTP over UDP each
-/// endpoint owns its UDP port on each of its IPs.
-pub fn check_udp_layout(plan: &Plan) -> Result<(), String> {
-    let shared_ip = plan
-        .config
-        .asap_addresses
-        .iter()
-        .find(|a| plan.config.enrp_addresses.iter().any(|e| e.ip() == a.ip()));
-    match shared_ip {
-        Some(a) if plan.asap_udp.udp_port == plan.enrp_udp.udp_port => Err(format!(
-            "with SCTP over UDP the ASAP and ENRP endpoints need their own UDP port on {}: give --enrp-addr another IP or set --enrp-udp-port",
-            a.ip()
-        )),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,18 +772,22 @@ mod tests {
         assert!(p.config.id.is_some());
         assert!(!p.config.announce);
         assert!(matches!(p.config.balance, BalancePolicy::Balanced(_)));
+        // One UDP port for both endpoints (they share the socket), taken
+        // only if free: zero configuration.
         assert_eq!(p.asap_udp.udp_port, 9899);
-        // Kernel SCTP is fine with this; SCTP over UDP is not.
-        assert!(
-            check_udp_layout(&p)
-                .unwrap_err()
-                .contains("--enrp-udp-port")
-        );
+        assert_eq!(p.enrp_udp.udp_port, 9899);
+        assert!(p.asap_udp.zero_config && p.enrp_udp.zero_config);
+        // On loopback only, nothing is announced by default.
+        assert!(p.announce.is_none() && p.enrp_announce.is_none());
         let p = plan(&["--enrp-udp-port", "9900"]).unwrap();
-        assert!(check_udp_layout(&p).is_ok());
         assert_eq!(p.enrp_udp.remote_udp_port, 9900);
-        let p = plan(&["--enrp-addr", "127.0.0.2"]).unwrap();
-        assert!(check_udp_layout(&p).is_ok());
+        assert!(!p.asap_udp.zero_config);
+        let p = plan(&["--addr", "10.1.2.3"]).unwrap();
+        assert_eq!(p.announce.unwrap().0, crate::node::ANNOUNCE_GROUP);
+        assert_eq!(p.enrp_announce.unwrap().0, crate::node::ENRP_ANNOUNCE_GROUP);
+        assert!(p.config.announce && p.config.announce_presence);
+        let p = plan(&["--addr", "10.1.2.3", "--no-announce"]).unwrap();
+        assert!(p.announce.is_none() && p.enrp_announce.is_none());
     }
 
     #[test]

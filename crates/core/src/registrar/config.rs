@@ -58,6 +58,10 @@ pub struct RegistrarConfig {
     pub keep_alive_with_pe_id: bool,
     /// Send ASAP_SERVER_ANNOUNCE on the announce channel.
     pub announce: bool,
+    /// Send ENRP_PRESENCE on the announce channel too, at start and then
+    /// with each server announce, so that registrars of one scope find
+    /// each other by multicast (RFC 5353 §3.1; admitted by the peer scope).
+    pub announce_presence: bool,
     /// T6-Serverannounce: announce spacing (sent every (N+1)·T6).
     pub server_announce_cycle: Duration,
     /// PEER-HEARTBEAT-CYCLE: PRESENCE period.
@@ -136,6 +140,7 @@ impl Default for RegistrarConfig {
             max_bad_pe_reports: 3,
             keep_alive_with_pe_id: true,
             announce: true,
+            announce_presence: false,
             server_announce_cycle: Duration::from_secs(1),
             peer_heartbeat_cycle: Duration::from_secs(30),
             max_time_last_heard: Duration::from_secs(61),

@@ -14,9 +14,14 @@ use rserpool_wire::{
 };
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Initial download attempts before a registrar starts without a mentor.
 const MAX_DOWNLOAD_ATTEMPTS: u32 = 3;
+
+/// Wait before asking again a mentor that refused because it is starting
+/// itself (it starts alone at once if its ID is the lower).
+const DOWNLOAD_RETRY_WHEN_STARTING: Duration = Duration::from_millis(500);
 
 impl Registrar {
     fn servers(&self, to: Option<PrId>) -> Servers {
@@ -61,6 +66,20 @@ impl Registrar {
             server_info: self.server_information(),
         };
         self.send_enrp(to, m);
+    }
+
+    /// A PRESENCE for whoever listens on the announce channel: registrars
+    /// that admit us answer point to point (`handle_announced_presence`).
+    pub(super) fn announce_presence(&mut self) {
+        let m = EnrpMessage::Presence {
+            servers: self.servers(None),
+            reply_required: false,
+            checksum: Some(self.space.checksum(self.id)),
+            server_info: self.server_information(),
+        };
+        self.out.send(Transmit::Announce {
+            message: rserpool_wire::Message::Enrp(m),
+        });
     }
 
     pub(super) fn heartbeat(&mut self, _now: Instant) {
@@ -475,6 +494,18 @@ impl Registrar {
             // presence's audit (resynchronisation) tries again.
             if own_children_only {
                 self.syncs.remove(&peer);
+            } else if matches!(self.phase, Phase::Downloading { mentor, .. } if mentor == peer) {
+                if self.id < peer {
+                    // Registrars started together refuse each other's
+                    // downloads; the lowest ID starts alone at once and
+                    // serves the others, and the audit reconciles anything
+                    // it missed.
+                    tracing::info!(registrar = %self.id, mentor = %peer, "mentor is starting too: starting alone");
+                    self.become_ready(now);
+                } else {
+                    self.timers
+                        .set(Timer::DownloadRetry, now + DOWNLOAD_RETRY_WHEN_STARTING);
+                }
             }
             return;
         }

@@ -226,7 +226,7 @@ impl Registrar {
     fn start(&mut self, now: Instant) {
         let jitter = self.jittered(self.cfg.peer_heartbeat_cycle);
         self.timers.set(Timer::Heartbeat, now + jitter);
-        if self.cfg.announce {
+        if self.cfg.announce || self.cfg.announce_presence {
             self.timers.set(Timer::Announce, now);
         }
         if self.cfg.peers.is_empty() {
@@ -427,7 +427,12 @@ impl Registrar {
                 self.timers.set(Timer::Heartbeat, now + next);
             }
             Timer::Announce => {
-                self.server_announce();
+                if self.cfg.announce {
+                    self.server_announce();
+                }
+                if self.cfg.announce_presence {
+                    self.announce_presence();
+                }
                 let n = self.peers.active().count() as u32 + 1;
                 self.timers
                     .set(Timer::Announce, now + self.cfg.server_announce_cycle * n);

@@ -6,9 +6,16 @@ use rserpool_wire::Message;
 use std::net::{IpAddr, SocketAddr};
 use tokio::net::UdpSocket;
 
-/// A UDP socket that receives announces and sends them to fixed destinations.
+/// UDP sockets that receive announces and send them to fixed
+/// destinations: one per protocol (ASAP server announces, ENRP presences),
+/// each socket's datagrams decoded as its protocol.
 #[derive(Debug)]
 pub struct AnnounceChannel {
+    channels: Vec<Channel>,
+}
+
+#[derive(Debug)]
+struct Channel {
     socket: UdpSocket,
     destinations: Vec<SocketAddr>,
     ppid: u32,
@@ -17,8 +24,8 @@ pub struct AnnounceChannel {
 
 impl AnnounceChannel {
     /// Binds `listen` (joining it as a group if it is a multicast address)
-    /// for datagrams of protocol `ppid` (11 for ASAP announces), and sends
-    /// announces to `destinations`.
+    /// for datagrams of protocol `ppid` (11 for ASAP announces, 12 for ENRP
+    /// presences), and sends announces of that protocol to `destinations`.
     pub async fn bind(
         listen: SocketAddr,
         destinations: Vec<SocketAddr>,
@@ -45,26 +52,47 @@ impl AnnounceChannel {
             }
         }
         Ok(Self {
-            socket: UdpSocket::from_std(s.into())?,
-            destinations,
-            ppid,
-            buf: vec![0; 65_536],
+            channels: vec![Channel {
+                socket: UdpSocket::from_std(s.into())?,
+                destinations,
+                ppid,
+                buf: vec![0; 65_536],
+            }],
         })
     }
 
-    /// The bound address.
+    /// This channel and `other` as one (e.g. ASAP announces and ENRP
+    /// presences, on their own groups).
+    pub fn with(mut self, other: AnnounceChannel) -> Self {
+        self.channels.extend(other.channels);
+        self
+    }
+
+    /// The bound address (of the first protocol's socket).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.channels[0].socket.local_addr()
     }
 
     pub(super) async fn recv(&mut self) -> Option<(SocketAddr, u32, Bytes)> {
-        match self.socket.recv_from(&mut self.buf).await {
-            Ok((n, from)) => Some((from, self.ppid, Bytes::copy_from_slice(&self.buf[..n]))),
-            Err(e) => {
-                tracing::debug!(error = %e, "announce receive failed");
-                None
+        let channels = &mut self.channels;
+        std::future::poll_fn(|cx| {
+            for c in channels.iter_mut() {
+                let mut rb = tokio::io::ReadBuf::new(&mut c.buf);
+                match c.socket.poll_recv_from(cx, &mut rb) {
+                    std::task::Poll::Ready(Ok(from)) => {
+                        let data = Bytes::copy_from_slice(rb.filled());
+                        return std::task::Poll::Ready(Some((from, c.ppid, data)));
+                    }
+                    std::task::Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "announce receive failed");
+                        return std::task::Poll::Ready(None);
+                    }
+                    std::task::Poll::Pending => {}
+                }
             }
-        }
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     pub(super) async fn send(&self, message: &Message) {
@@ -72,9 +100,11 @@ impl AnnounceChannel {
         if message.encode(&mut data).is_err() {
             return;
         }
-        for d in &self.destinations {
-            if let Err(e) = self.socket.send_to(&data, d).await {
-                tracing::debug!(error = %e, to = %d, "announce send failed");
+        for c in self.channels.iter().filter(|c| c.ppid == message.ppid()) {
+            for d in &c.destinations {
+                if let Err(e) = c.socket.send_to(&data, d).await {
+                    tracing::debug!(error = %e, to = %d, "announce send failed");
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 #[cfg(target_os = "linux")]
 use super::kernel::KernelTransport;
-use super::udp::{SCTP_UDP_PORT, UdpConfig, UdpTransport};
+use super::udp::{UdpConfig, UdpTransport};
 use super::{AssociationId, CloseMode, EndpointConfig, Event, Ppid, Transport, TransportError};
 
 /// A transport backend for real networks.
@@ -53,14 +53,11 @@ pub fn probe_kernel_sctp() -> io::Result<()> {
 /// Picks kernel SCTP when the kernel supports it, else SCTP over UDP, and
 /// logs one line when it falls back.
 pub fn select_backend() -> BackendKind {
-    select_backend_on(SCTP_UDP_PORT)
-}
-
-/// [`select_backend`] for a UDP backend that would use `udp_port`.
-fn select_backend_on(udp_port: u16) -> BackendKind {
-    let (kind, note) = decide(probe_kernel_sctp(), udp_port);
+    let (kind, note) = decide(probe_kernel_sctp());
     if let Some(line) = note {
-        tracing::warn!("{line}");
+        // Normal on hosts without the sctp module; the other backend is
+        // interoperable (RFC 6951), so this is news, not a warning.
+        tracing::info!("{line}");
     }
     kind
 }
@@ -83,7 +80,7 @@ impl AnyTransport {
     /// Binds `config` on the backend [`select_backend`] picks; `udp` is used
     /// only if that is SCTP over UDP.
     pub fn bind(config: EndpointConfig, udp: UdpConfig) -> Result<Self, TransportError> {
-        match select_backend_on(udp.udp_port) {
+        match select_backend() {
             #[cfg(target_os = "linux")]
             BackendKind::Kernel => Ok(AnyTransport::Kernel(Box::new(KernelTransport::bind(
                 config,
@@ -153,13 +150,13 @@ impl Transport for AnyTransport {
 
 /// The decision and the log line for a probe result; separate so that the
 /// fallback can be tested on hosts that do have SCTP.
-fn decide(probe: io::Result<()>, udp_port: u16) -> (BackendKind, Option<String>) {
+fn decide(probe: io::Result<()>) -> (BackendKind, Option<String>) {
     match probe {
         Ok(()) => (BackendKind::Kernel, None),
         Err(e) => (
             BackendKind::Udp,
             Some(format!(
-                "kernel SCTP unavailable ({e}), using SCTP over UDP (RFC 6951) on port {udp_port}"
+                "kernel SCTP unavailable ({e}): using SCTP over UDP (RFC 6951)"
             )),
         ),
     }
@@ -172,19 +169,19 @@ mod tests {
     #[test]
     fn falls_back_to_udp_with_the_reason() {
         let err = io::Error::from_raw_os_error(94);
-        let (kind, note) = decide(Err(err), SCTP_UDP_PORT);
+        let (kind, note) = decide(Err(err));
         assert_eq!(kind, BackendKind::Udp);
         let note = note.unwrap();
         assert!(note.starts_with("kernel SCTP unavailable ("), "{note}");
         assert!(
-            note.ends_with("), using SCTP over UDP (RFC 6951) on port 9899"),
+            note.ends_with("): using SCTP over UDP (RFC 6951)"),
             "{note}"
         );
     }
 
     #[test]
     fn prefers_the_kernel_silently() {
-        assert_eq!(decide(Ok(()), 9899), (BackendKind::Kernel, None));
+        assert_eq!(decide(Ok(())), (BackendKind::Kernel, None));
     }
 
     #[tokio::test]
