@@ -195,7 +195,7 @@ mod tests {
         let remote_udp_port = match &server {
             AnyTransport::Udp(u) => u.local_udp_addrs()[0].port(),
             #[cfg(target_os = "linux")]
-            AnyTransport::Kernel(_) => SCTP_UDP_PORT,
+            AnyTransport::Kernel(_) => crate::transport::udp::SCTP_UDP_PORT,
         };
         let mut client = AnyTransport::bind(
             EndpointConfig::client([lo]),
