@@ -198,6 +198,8 @@ async fn a_listening_endpoint_connects_from_its_listening_port() {
                         .push(u16::from_be_bytes([pkt[0], pkt[1]]));
                 }
             })),
+            // One INIT per association (no copy to the peer's SCTP port).
+            probe_peer_port: false,
             ..UdpConfig::default()
         },
     )

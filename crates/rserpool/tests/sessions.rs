@@ -235,11 +235,12 @@ async fn bad_input_is_refused_with_its_reason() {
     let unreachable = PoolElement::builder("echo")
         .unwrap()
         .registrar(at(1, 3863))
+        .user_addrs(vec!["239.1.2.3".parse().unwrap()])
         .transport(fast())
         .join()
         .await;
     assert!(
-        matches!(&unreachable, Err(rserpool::Error::Config(m)) if m.contains("cannot reach 0.0.0.0")),
+        matches!(&unreachable, Err(rserpool::Error::Config(m)) if m.contains("cannot reach 239.1.2.3")),
         "{:?}",
         unreachable.err()
     );

@@ -496,9 +496,8 @@ impl Settings {
         }
 
         let only_loopback = |ips: &[IpAddr]| ips.iter().all(IpAddr::is_loopback);
-        let announce_by_default = !self.no_announce
-            && self.announce.is_empty()
-            && self.enrp_announce.is_empty();
+        let announce_by_default =
+            !self.no_announce && self.announce.is_empty() && self.enrp_announce.is_empty();
         let (announce, enrp_announce) = if self.no_announce {
             (None, None)
         } else if announce_by_default {

@@ -106,11 +106,15 @@ pub struct UdpConfig {
     /// only a preference. When another process holds it (or it is 0), a
     /// listening endpoint takes the UDP port equal to its SCTP port (an
     /// ephemeral one if both are free to choose), any other endpoint an
-    /// ephemeral port; and the INITs of new associations go both to
-    /// `remote_udp_port` and to the UDP port equal to the peer's SCTP port,
-    /// the first to answer being kept. So any number of processes on one
-    /// host find each other without agreeing on ports. Default off.
+    /// ephemeral port. With [`UdpConfig::probe_peer_port`], any number of
+    /// processes on one host find each other without agreeing on ports.
+    /// Default off.
     pub zero_config: bool,
+    /// Send the handshake of a new association both to `remote_udp_port`
+    /// and to the UDP port equal to the peer's SCTP port, and keep the one
+    /// that answers for that SCTP port: peers that chose their ports by
+    /// [`UdpConfig::zero_config`] are found wherever they are. Default on.
+    pub probe_peer_port: bool,
 }
 
 impl Default for UdpConfig {
@@ -124,6 +128,7 @@ impl Default for UdpConfig {
             init_acks_per_sec: 10_000,
             capture: None,
             zero_config: false,
+            probe_peer_port: true,
         }
     }
 }
@@ -139,6 +144,7 @@ impl fmt::Debug for UdpConfig {
             .field("init_acks_per_sec", &self.init_acks_per_sec)
             .field("capture", &self.capture.is_some())
             .field("zero_config", &self.zero_config)
+            .field("probe_peer_port", &self.probe_peer_port)
             .finish()
     }
 }
@@ -1035,7 +1041,7 @@ impl Driver {
             key,
             side: Side::Client,
             peer_udp: SocketAddr::new(ip, self.udp.remote_udp_port),
-            probe: if self.udp.zero_config && peer.port() != self.udp.remote_udp_port {
+            probe: if self.udp.probe_peer_port && peer.port() != self.udp.remote_udp_port {
                 vec![peer.port()]
             } else {
                 Vec::new()
