@@ -6,6 +6,7 @@
 mod bench;
 mod decode;
 mod demo;
+mod hsdump;
 mod node;
 mod pe;
 mod pu;
@@ -47,6 +48,9 @@ enum Command {
     /// Run a whole scope in this process on loopback and narrate failover and takeover.
     #[command(after_long_help = demo::AFTER_HELP)]
     Demo(demo::Args),
+    /// Print the handlespace of a running registrar (pools, PEs, owners, peers) without joining its scope.
+    #[command(after_long_help = hsdump::AFTER_HELP)]
+    Hsdump(hsdump::Args),
     /// Run an experiment on the deterministic simulator and print it as it runs.
     #[command(after_long_help = sim::AFTER_HELP)]
     Sim(sim::Args),
@@ -90,6 +94,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             init_tracing("warn");
             bench::run(args)
+        }
+        Command::Hsdump(args) => {
+            init_tracing("warn");
+            hsdump::run(args)
         }
         Command::Sim(args) => {
             init_tracing("warn");

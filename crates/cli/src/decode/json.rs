@@ -299,7 +299,7 @@ fn enrp(m: &EnrpMessage) -> (Map<String, Value>, Map<String, Value>) {
     (fl, fields)
 }
 
-fn pool_entry_json(e: &PoolEntry) -> Value {
+pub(crate) fn pool_entry_json(e: &PoolEntry) -> Value {
     json!({
         "pool_handle": handle(&e.pool_handle),
         "pool_elements": e.pool_elements.iter().map(pool_element_json).collect::<Vec<_>>(),
@@ -320,7 +320,7 @@ fn pool_element_json(pe: &PoolElement) -> Value {
     })
 }
 
-fn server_info_json(s: &ServerInformation) -> Value {
+pub(crate) fn server_info_json(s: &ServerInformation) -> Value {
     json!({ "server_id": pr_id(s.server_id), "transport": transport_json(&s.transport) })
 }
 

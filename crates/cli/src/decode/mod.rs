@@ -3,7 +3,7 @@
 
 mod capture;
 mod hex;
-mod json;
+pub(crate) mod json;
 mod output;
 mod packet;
 mod reassembly;

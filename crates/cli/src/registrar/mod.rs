@@ -1,6 +1,6 @@
 //! `rserpool registrar`: a pool registrar (ENRP server) on real sockets.
 
-mod settings;
+pub(crate) mod settings;
 pub use settings::{ASAP_PORT, Balance};
 mod status;
 

@@ -229,6 +229,18 @@ impl Registrar {
             // Our own group-cast echoed back (or a peer with our ID): ignore.
             return;
         }
+        if self.peers.get(sender).is_none()
+            && let Some(a) = assoc
+            && matches!(
+                m,
+                EnrpMessage::ListRequest { .. } | EnrpMessage::HandleTableRequest { .. }
+            )
+        {
+            // A reader (hsdump, a monitor) from an admitted address: it gets
+            // its answers on its association but never becomes a peer, so it
+            // is not balanced against, replicated to, or taken over.
+            return self.answer_reader(now, a, sender, m);
+        }
         self.peer_heard(now, sender, assoc);
         match m {
             EnrpMessage::Presence {
@@ -256,25 +268,7 @@ impl Registrar {
                 }
             }
             EnrpMessage::ListRequest { .. } => {
-                let ready = self.phase == Phase::Ready;
-                let peers = if ready {
-                    let ids = self.peers.ids();
-                    ids.into_iter()
-                        .filter(|id| *id != sender)
-                        .filter_map(|id| {
-                            let p = self.peers.get(id)?;
-                            (p.status != PeerStatus::Dead).then_some(p.clone())
-                        })
-                        .filter_map(|p| peer_information(&p))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let m = EnrpMessage::ListResponse {
-                    servers: self.servers(Some(sender)),
-                    rejected: !ready,
-                    peers,
-                };
+                let m = self.list_response(sender);
                 self.send_to_peer(sender, m);
             }
             EnrpMessage::ListResponse {
@@ -439,7 +433,59 @@ impl Registrar {
         }
     }
 
+    /// The peers this registrar knows, for `to` (rejected until ready).
+    fn list_response(&self, to: PrId) -> EnrpMessage {
+        let ready = self.phase == Phase::Ready;
+        let peers = if ready {
+            self.peers
+                .ids()
+                .into_iter()
+                .filter(|id| *id != to)
+                .filter_map(|id| {
+                    let p = self.peers.get(id)?;
+                    (p.status != PeerStatus::Dead).then_some(p.clone())
+                })
+                .filter_map(|p| peer_information(&p))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        EnrpMessage::ListResponse {
+            servers: self.servers(Some(to)),
+            rejected: !ready,
+            peers,
+        }
+    }
+
+    /// Answers a reader's LIST_REQUEST or HANDLE_TABLE_REQUEST on its
+    /// association.
+    fn answer_reader(&mut self, now: Instant, assoc: AssocId, reader: PrId, m: EnrpMessage) {
+        let to = Destination::Association(assoc);
+        match m {
+            EnrpMessage::ListRequest { .. } => {
+                let m = self.list_response(reader);
+                self.send_enrp(to, m);
+            }
+            EnrpMessage::HandleTableRequest {
+                own_children_only, ..
+            } => self.table_request_to(now, reader, own_children_only, to),
+            _ => {}
+        }
+    }
+
     fn table_request(&mut self, now: Instant, peer: PrId, own_children_only: bool) {
+        if let Some(to) = self.to_peer(peer) {
+            self.table_request_to(now, peer, own_children_only, to);
+        }
+    }
+
+    fn table_request_to(
+        &mut self,
+        now: Instant,
+        peer: PrId,
+        own_children_only: bool,
+        to: Destination,
+    ) {
         if self.phase != Phase::Ready {
             let m = EnrpMessage::HandleTableResponse {
                 servers: self.servers(Some(peer)),
@@ -447,7 +493,7 @@ impl Registrar {
                 more_to_send: false,
                 pools: Vec::new(),
             };
-            return self.send_to_peer(peer, m);
+            return self.send_enrp(to, m);
         }
         let after = match self.table_sessions.get(&peer) {
             Some((w, cursor)) if *w == own_children_only => cursor.clone(),
@@ -475,7 +521,7 @@ impl Registrar {
             more_to_send: more,
             pools,
         };
-        self.send_to_peer(peer, m);
+        self.send_enrp(to, m);
     }
 
     fn table_response(

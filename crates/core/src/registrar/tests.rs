@@ -1302,3 +1302,71 @@ fn inconsistent_policy_refusal_names_the_pools_policy() {
         .expect("a refusal");
     assert_eq!(detail, "the pool's policy is RR, the PE asked for LU");
 }
+
+/// A reader (hsdump) from inside the scope gets the peer list and every
+/// page of the handle table on its association, and never becomes a peer
+/// (so it is not replicated to, balanced against, or taken over).
+#[test]
+fn a_reader_gets_the_handlespace_without_becoming_a_peer() {
+    let mut r = registrar(RegistrarConfig {
+        max_elements_per_table_response: 2,
+        ..RegistrarConfig::default()
+    });
+    up(&mut r, PE_ASSOC, pe_addr(1));
+    for id in 1..=5 {
+        register(&mut r, t(0), PE_ASSOC, element(id, 1, Policy::RoundRobin));
+    }
+    drain(&mut r);
+    let reader = AssocId(50);
+    up(&mut r, reader, "10.0.0.50:40000".parse().unwrap());
+    let servers = Servers {
+        sender: pr(4242),
+        receiver: None,
+    };
+    feed(
+        &mut r,
+        t(1),
+        reader,
+        Message::Enrp(EnrpMessage::ListRequest { servers }),
+    );
+    let out = drain(&mut r);
+    let sent = enrp_sent(&out);
+    assert!(matches!(
+        sent.as_slice(),
+        [(Destination::Association(a), EnrpMessage::ListResponse { rejected: false, .. })] if *a == reader
+    ));
+    let mut got = 0;
+    for page in 0..10 {
+        feed(
+            &mut r,
+            t(2 + page),
+            reader,
+            Message::Enrp(EnrpMessage::HandleTableRequest {
+                servers,
+                own_children_only: false,
+            }),
+        );
+        let out = drain(&mut r);
+        let sent = enrp_sent(&out);
+        let [
+            (
+                Destination::Association(a),
+                EnrpMessage::HandleTableResponse {
+                    more_to_send,
+                    pools,
+                    ..
+                },
+            ),
+        ] = sent.as_slice()
+        else {
+            panic!("one page for the reader: {sent:?}");
+        };
+        assert_eq!(*a, reader);
+        got += pools.iter().map(|p| p.pool_elements.len()).sum::<usize>();
+        if !more_to_send {
+            break;
+        }
+    }
+    assert_eq!(got, 5);
+    assert_eq!(r.peers().count(), 0, "a reader is not a peer");
+}
