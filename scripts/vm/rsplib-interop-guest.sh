@@ -26,7 +26,7 @@ failed=0
 PIDS=""
 
 # INTEROP_STEPS selects steps (default all), e.g. "3 4".
-want() { case " ${INTEROP_STEPS:-1 2 3 4 5 6 7} " in *" $1 "*) return 0 ;; esac; return 1; }
+want() { case " ${INTEROP_STEPS:-1 2 3 4 5 6 7 8} " in *" $1 "*) return 0 ;; esac; return 1; }
 pass() { echo "INTEROP $1: PASS ($2)"; }
 fail() {
   echo "INTEROP $1: FAIL ($2)"
@@ -439,6 +439,47 @@ else
   fail "7 pingpongclient fails over between our pingpong PEs" "${n:-0} pings answered after the failover" rsppp7 "$served" "$other" ourreg7
 fi
 stop ourreg7
+fi
+
+# ------------------------------------------------------------- step 8
+# Our hsdump reads rsplib's registrar (an rsplib PE and ours registered
+# there) and ours, over kernel SCTP, without joining either scope.
+if want 8; then
+start rspreg8 rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901
+start ourreg8 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+  --enrp-port 9902 --id 0x0b0b0008 --mentor-discovery-timeout 500ms --status-interval 500ms
+sleep 2
+start rsppe8 rspserver -echo -poolhandle=dump -registrar=$IP:3863 \
+  -local=$IP -identifier="$RSP_PE_ID_DEC" -asapannounce=off -logcolor=off -loglevel=${RSPLIB_LOGLEVEL:-3}
+start ourpe8 rserpool pe --pool dump --registrar $IP:3863 --transport kernel \
+  --local $IP --id "$OUR_PE_ID"
+start ourpe8b rserpool pe --pool ours --registrar $IP:3864 --transport kernel --local $IP
+wait_log ourpe8 15 ' registered'
+wait_log ourpe8b 15 ' registered'
+sleep 2
+timeout 20 rserpool hsdump --registrar $IP:9901 --transport kernel --local $IP --json \
+  >"$LOGS/hsdump8a" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ] && grep -q "\"$OUR_PE_ID\"" "$LOGS/hsdump8a" &&
+  grep -q "\"$RSP_PE_ID\"" "$LOGS/hsdump8a"; then
+  pass "8a our hsdump reads rspregistrar's handlespace" "both PEs of pool dump listed"
+else
+  fail "8a our hsdump reads rspregistrar's handlespace" "exit $rc" hsdump8a rspreg8 rsppe8 ourpe8
+fi
+timeout 20 rserpool hsdump --registrar $IP:9902 --transport kernel --local $IP \
+  >"$LOGS/hsdump8b" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ] && grep -q "^pool ours (1 PE(s))" "$LOGS/hsdump8b" &&
+  grep -q "peers=0 " "$LOGS/ourreg8"; then
+  pass "8b our hsdump reads our registrar, which gains no peer" "$(head -n 1 "$LOGS/hsdump8b")"
+else
+  fail "8b our hsdump reads our registrar, which gains no peer" "exit $rc" hsdump8b ourreg8 ourpe8b
+fi
+stop ourpe8b
+stop ourpe8
+stop rsppe8
+stop ourreg8
+stop rspreg8
 fi
 
 # ------------------------------------------------------------- step 6

@@ -26,7 +26,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 TIMEOUT=300
 PROFILE=debug
-STEPS="1 2 3 4 5 6 7"
+STEPS="1 2 3 4 5 6 7 8"
 RSPLIB_LOGLEVEL=3
 while [ $# -gt 0 ]; do
   case "$1" in
