@@ -443,7 +443,9 @@ fi
 
 # ------------------------------------------------------------- step 8
 # Our hsdump reads rsplib's registrar (an rsplib PE and ours registered
-# there) and ours, over kernel SCTP, without joining either scope.
+# there; rsplib answers only its peers, so hsdump introduces itself with
+# --as-peer, as rsplib's own hsdump does) and ours, which it reads without
+# joining the scope.
 if want 8; then
 start rspreg8 rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901
 start ourreg8 rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
@@ -457,7 +459,7 @@ start ourpe8b rserpool pe --pool ours --registrar $IP:3864 --transport kernel --
 wait_log ourpe8 15 ' registered'
 wait_log ourpe8b 15 ' registered'
 sleep 2
-timeout 20 rserpool hsdump --registrar $IP:9901 --transport kernel --local $IP --json \
+timeout 20 rserpool hsdump --registrar $IP:9901 --transport kernel --local $IP --json --as-peer \
   >"$LOGS/hsdump8a" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ] && grep -q "\"$OUR_PE_ID\"" "$LOGS/hsdump8a" &&

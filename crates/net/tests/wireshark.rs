@@ -202,6 +202,9 @@ async fn every_packet_decodes_as_sctp_with_valid_crc32c() {
             udp_port: 0,
             remote_udp_port: server_udp.port(),
             capture: Some(hook(&store, Direction::Outgoing)),
+            // Only the encapsulation port: a probe to UDP port 3863 is
+            // dissected as ASAP over UDP (that port's protocol), not SCTP.
+            probe_peer_port: false,
             ..UdpConfig::default()
         },
     )

@@ -217,7 +217,9 @@ pub struct TransportConfig {
     pub dead_peer_timeout: Duration,
     /// Initial retransmission timeout. Default 200 ms.
     pub rto_initial: Duration,
-    /// Lower bound of the retransmission timeout. Default 50 ms.
+    /// Lower bound of the retransmission timeout. Default 200 ms: kernel
+    /// peers delay their SACKs up to 200 ms (Linux `sack_timeout`), and a
+    /// smaller minimum retransmits what they are about to acknowledge.
     pub rto_min: Duration,
     /// Upper bound of the retransmission timeout. Default 1 s.
     pub rto_max: Duration,
@@ -292,7 +294,7 @@ impl Default for TransportConfig {
             heartbeat_interval: Duration::from_secs(1),
             dead_peer_timeout: Duration::from_secs(5),
             rto_initial: Duration::from_millis(200),
-            rto_min: Duration::from_millis(50),
+            rto_min: Duration::from_millis(200),
             rto_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
             max_associations: 10_000,
