@@ -30,6 +30,11 @@ pub struct Args {
     /// Local IP to ask from [default: chosen by the routing table].
     #[arg(long, value_name = "IP")]
     local: Option<std::net::IpAddr>,
+    /// Introduce hsdump as a peer (ENRP_PRESENCE) before asking, for
+    /// registrars that answer only their peers, such as the reference
+    /// implementation's; they list it as a peer until it falls silent.
+    #[arg(long)]
+    as_peer: bool,
     /// Server ID to ask under (it is never announced) [default: random].
     #[arg(long, value_name = "ID")]
     id: Option<crate::registrar::settings::IdArg>,
@@ -47,10 +52,13 @@ Exit status: 0 when the whole handlespace was read, 1 when the registrar \
 refused or did not answer in time, 2 for bad flags.";
 
 /// What was read.
-struct Dump {
-    registrar: Option<PrId>,
-    peers: Vec<ServerInformation>,
-    pools: Vec<PoolEntry>,
+pub(crate) struct Dump {
+    /// The registrar that answered.
+    pub registrar: Option<PrId>,
+    /// Its peers.
+    pub peers: Vec<ServerInformation>,
+    /// Its handlespace, one entry per pool.
+    pub pools: Vec<PoolEntry>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -76,7 +84,8 @@ pub fn run(args: Args) -> ExitCode {
             Ok(t) => t,
             Err(e) => return config_error(format!("cannot bind: {e}")),
         };
-        match tokio::time::timeout(timeout, read(&mut endpoint, &to, me)).await {
+        let as_peer = args.as_peer;
+        match tokio::time::timeout(timeout, read(&mut endpoint, &to, me, as_peer)).await {
             Ok(Ok(dump)) => {
                 let text = if args.json { json(&dump) } else { table(&dump) };
                 crate::node::output::line(&text);
@@ -106,10 +115,14 @@ fn list(addrs: &[std::net::SocketAddr]) -> String {
         .join(",")
 }
 
-async fn read(
+/// Reads the peer list and the whole handle table of the registrar at `to`
+/// over one association of `endpoint`, asking as `me` (after an
+/// ENRP_PRESENCE if `as_peer`).
+pub(crate) async fn read(
     endpoint: &mut impl Transport,
     to: &[std::net::SocketAddr],
     me: PrId,
+    as_peer: bool,
 ) -> Result<Dump, String> {
     let at = list(to);
     let assoc = endpoint
@@ -144,8 +157,28 @@ async fn read(
             .map_err(|e| format!("transport stopped: {e}"))?;
         match event {
             Event::AssociationUp { assoc: a, .. } if a == assoc => {
-                let list_request = encode(EnrpMessage::ListRequest { servers })?;
-                for m in [list_request, table_request.clone()] {
+                let mut first = Vec::new();
+                if as_peer {
+                    let local = endpoint.local_addrs();
+                    let port = local.first().map_or(0, |a| a.port());
+                    let ips = local.iter().map(|a| a.ip()).collect();
+                    first.push(encode(EnrpMessage::Presence {
+                        servers,
+                        reply_required: false,
+                        checksum: None,
+                        server_info: Some(ServerInformation {
+                            server_id: me,
+                            transport: rserpool_wire::TransportAddress::sctp(
+                                port,
+                                rserpool_wire::TransportUse::DataOnly,
+                                ips,
+                            ),
+                        }),
+                    })?);
+                }
+                first.push(encode(EnrpMessage::ListRequest { servers })?);
+                first.push(table_request.clone());
+                for m in first {
                     endpoint
                         .send(assoc, 0, Ppid::ENRP, false, m)
                         .await
@@ -169,7 +202,7 @@ async fn read(
                         rejected, peers, ..
                     } => {
                         if rejected {
-                            return Err(format!("{at} is not ready (still starting)"));
+                            return Err(refused(&at, as_peer));
                         }
                         dump.peers = peers;
                         have_list = true;
@@ -181,7 +214,7 @@ async fn read(
                         ..
                     } => {
                         if rejected {
-                            return Err(format!("{at} refused the handle table (still starting)"));
+                            return Err(refused(&at, as_peer));
                         }
                         dump.pools.extend(pools);
                         if more_to_send {
@@ -205,6 +238,16 @@ async fn read(
     Ok(merge(dump))
 }
 
+fn refused(at: &str, as_peer: bool) -> String {
+    if as_peer {
+        format!("{at} refused the request (it is still starting)")
+    } else {
+        format!(
+            "{at} refused the request: it is still starting, or it answers only its peers (try --as-peer)"
+        )
+    }
+}
+
 /// Pages split a pool at any element: one entry per pool handle.
 fn merge(mut dump: Dump) -> Dump {
     let mut by_handle: BTreeMap<Vec<u8>, PoolEntry> = BTreeMap::new();
@@ -221,7 +264,8 @@ fn merge(mut dump: Dump) -> Dump {
     dump
 }
 
-fn owners(dump: &Dump) -> BTreeMap<String, usize> {
+/// PEs per home registrar ("none" for PEs without one).
+pub(crate) fn owners(dump: &Dump) -> BTreeMap<String, usize> {
     let mut owned = BTreeMap::new();
     for pe in dump.pools.iter().flat_map(|p| &p.pool_elements) {
         let home = pe
