@@ -26,7 +26,7 @@ use crate::Machine;
 use crate::asap_client::hunt::{Learned, RegistrarHunt};
 use crate::asap_client::screen::screen;
 use crate::asap_client::{AnnounceStats, ClientConfigError, InboundStats, same_endpoint};
-use crate::io::{AssocId, AssociationEvent, Destination, Transmit};
+use crate::io::{AssocId, AssociationEvent, Destination, DownReason, Transmit};
 use crate::outbox::Outbox;
 use crate::session::SessionId;
 use crate::time::Instant;
@@ -234,6 +234,9 @@ pub struct PoolUser {
     rng: ChaCha8Rng,
     hunt: RegistrarHunt,
     home: Option<Home>,
+    /// Registrars that could not be reached since one last answered, with
+    /// the failed attempts: what a waiting user is told.
+    unreachable: Vec<(Vec<SocketAddr>, u32)>,
     /// Associations that are up, with their peer addresses.
     assocs: BTreeMap<AssocId, Vec<SocketAddr>>,
     cache: BTreeMap<PoolHandle, CachedPool>,
@@ -264,6 +267,7 @@ impl PoolUser {
             config,
             rng,
             home: None,
+            unreachable: Vec::new(),
             assocs: BTreeMap::new(),
             cache: BTreeMap::new(),
             queries: BTreeMap::new(),
@@ -287,6 +291,12 @@ impl PoolUser {
     /// The home registrar's association, once one is up.
     pub fn home(&self) -> Option<AssocId> {
         self.home.as_ref().and_then(|h| h.assoc)
+    }
+
+    /// Registrars this PU tried and could not reach since one last
+    /// answered, each with its failed attempts.
+    pub fn unreachable_registrars(&self) -> &[(Vec<SocketAddr>, u32)] {
+        &self.unreachable
     }
 
     /// The counters.
@@ -684,6 +694,7 @@ impl Machine for PoolUser {
                 if let Some(home) = self.home.as_mut() {
                     if home.assoc.is_none() && same_endpoint(&home.addrs, &peer) {
                         home.assoc = Some(assoc);
+                        self.unreachable.clear();
                     }
                 }
                 self.sessions_on_up(assoc, &peer);
@@ -691,10 +702,31 @@ impl Machine for PoolUser {
             }
             AssociationEvent::Down { assoc, reason } => {
                 let known = self.assocs.remove(&assoc).is_some();
-                self.sessions_on_down(now, assoc, reason, known);
-                let Some(home) = self.home.take_if(|h| h.assoc == Some(assoc)) else {
+                let session_took_it = self.sessions_on_down(now, assoc, reason, known);
+                // A handshake that failed on an association never reported
+                // up was the attempt to reach the home, unless a session was
+                // opening one too (then the session's timeout decides).
+                let home_unreached = !known
+                    && !session_took_it
+                    && reason == DownReason::HandshakeFailed
+                    && !self.session_connecting()
+                    && self.home.as_ref().is_some_and(|h| h.assoc.is_none());
+                let Some(home) = self
+                    .home
+                    .take_if(|h| h.assoc == Some(assoc) || home_unreached)
+                else {
                     return;
                 };
+                if home_unreached {
+                    match self
+                        .unreachable
+                        .iter_mut()
+                        .find(|(a, _)| same_endpoint(a, &home.addrs))
+                    {
+                        Some((_, n)) => *n += 1,
+                        None => self.unreachable.push((home.addrs.clone(), 1)),
+                    }
+                }
                 tracing::debug!(?assoc, ?reason, "home registrar association down");
                 // Requests sent there will not be answered (RFC 5352 §3.7.1):
                 // each goes to the next registrar now, counting as a resend.

@@ -612,7 +612,7 @@ impl PoolUser {
         assoc: AssocId,
         reason: DownReason,
         known: bool,
-    ) {
+    ) -> bool {
         let mut hit: Vec<SessionId> = self
             .sessions
             .iter()
@@ -630,9 +630,16 @@ impl PoolUser {
                 hit = opening;
             }
         }
+        let taken = !hit.is_empty();
         for id in hit {
             self.leave_pe(now, id, FailoverReason::AssociationDown(reason));
         }
+        taken
+    }
+
+    /// Whether a session is opening an association to a PE now.
+    pub(super) fn session_connecting(&self) -> bool {
+        self.sessions.values().any(|s| s.phase == Phase::Connecting)
     }
 
     /// The session on `assoc`, if any (the first, should several share it).

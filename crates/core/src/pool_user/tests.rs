@@ -263,6 +263,32 @@ fn a33_home_association_loss_resends_to_the_next_registrar_at_once() {
     assert_eq!(pu.poll_timeout(), Some(s(17)));
 }
 
+/// A home that cannot be reached (its handshake fails) is left at once, as
+/// a lost one is, and the PU can say which registrars it failed to reach.
+#[test]
+fn an_unreachable_home_is_left_at_once_and_reported() {
+    let mut pu = new_pu(config());
+    pu.resolve(s(0), pool("p"));
+    transmits(&mut pu);
+    assert!(pu.unreachable_registrars().is_empty());
+    pu.handle_association(
+        s(1),
+        AssociationEvent::Down {
+            assoc: AssocId(99),
+            reason: crate::DownReason::HandshakeFailed,
+        },
+    );
+    let tx = transmits(&mut pu);
+    assert_eq!(
+        tx.iter().map(asap).collect::<Vec<_>>(),
+        vec![(Destination::Addresses(vec![addr(PR2)]), request("p", None))]
+    );
+    assert_eq!(pu.unreachable_registrars(), &[(vec![addr(PR1)], 1)][..],);
+    // Reaching a registrar clears the list.
+    up(&mut pu, s(2), A2, PR2);
+    assert!(pu.unreachable_registrars().is_empty());
+}
+
 #[test]
 fn a40_concurrent_requests_for_a_pool_share_one_resolution() {
     let mut pu = new_pu(config());
