@@ -165,7 +165,9 @@ pub(crate) async fn read(
                     first.push(encode(EnrpMessage::Presence {
                         servers,
                         reply_required: false,
-                        checksum: None,
+                        // It owns no PEs; the reference implementation
+                        // wants the parameter all the same.
+                        checksum: Some(0),
                         server_info: Some(ServerInformation {
                             server_id: me,
                             transport: rserpool_wire::TransportAddress::sctp(
