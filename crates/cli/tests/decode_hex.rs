@@ -1,5 +1,5 @@
 //! `rserpool decode` on hex input: the Wireshark-checked vectors of
-//! `../shared/spec/WIRE.md` §11, bad hex, and messages that do not decode.
+//! `docs/spec/WIRE.md` §11, bad hex, and messages that do not decode.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn spec_vectors() {
-        // ../shared/spec/WIRE.md §10.
+        // docs/spec/WIRE.md §10.
         assert_eq!(PeChecksum::EMPTY.value(), 0xFFFF);
         let echo = ph("EchoPool");
         let c1 = PeChecksum::compute([(&echo, PeId(0x1122_3344))]);

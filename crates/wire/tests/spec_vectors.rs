@@ -1,4 +1,4 @@
-//! The hex test vectors of `../shared/spec/WIRE.md` §11 (each checked there
+//! The hex test vectors of `docs/spec/WIRE.md` §11 (each checked there
 //! with Wireshark): every one decodes to the expected fields and re-encodes to
 //! exactly the same bytes.
 

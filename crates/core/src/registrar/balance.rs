@@ -10,7 +10,7 @@
 //! * `Xor`: the reference implementation's rule (the peer whose ID XOR the PE
 //!   ID is largest, if larger than the own ID XOR the PE ID), kept for
 //!   comparison and interworking. Its steady state depends only on IDs and is
-//!   uneven for three or more registrars (`../shared/spec/TAKEOVER-SUGGESTION.md` §7).
+//!   uneven for three or more registrars (`docs/spec/TAKEOVER-SUGGESTION.md` §7).
 //! * `Balanced` (default): each live registrar's fair share of the owned PEs
 //!   follows its configured capacity. A registrar above its share (beyond a
 //!   tolerance: hysteresis) hands over only its excess, minus suggestions
