@@ -7,6 +7,8 @@ mod bench;
 mod decode;
 mod demo;
 mod hsdump;
+mod metrics;
+mod monitor;
 mod node;
 mod pe;
 mod pu;
@@ -51,6 +53,9 @@ enum Command {
     /// Print the handlespace of a running registrar (pools, PEs, owners, peers) without joining its scope.
     #[command(after_long_help = hsdump::AFTER_HELP)]
     Hsdump(hsdump::Args),
+    /// Show a scope live: PEs per registrar, who answers, and what changes (terminal view or plain lines).
+    #[command(after_long_help = monitor::AFTER_HELP)]
+    Monitor(monitor::Args),
     /// Run an experiment on the deterministic simulator and print it as it runs.
     #[command(after_long_help = sim::AFTER_HELP)]
     Sim(sim::Args),
@@ -98,6 +103,10 @@ fn main() -> ExitCode {
         Command::Hsdump(args) => {
             init_tracing("warn");
             hsdump::run(args)
+        }
+        Command::Monitor(args) => {
+            init_tracing("warn");
+            monitor::run(args)
         }
         Command::Sim(args) => {
             init_tracing("warn");

@@ -1,6 +1,7 @@
 //! `rserpool pe`: a pool element that registers a pool membership at a
 //! registrar and keeps it until a signal, then deregisters.
 
+use crate::metrics::PeMetrics;
 use crate::node::addr::{EndpointSpec, LocalAddr};
 use crate::node::duration::Dur;
 use crate::node::policy;
@@ -76,6 +77,11 @@ pub struct Args {
     /// Seed of the PE's randomness [default: random].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, for
+    /// example 127.0.0.1:9464): registration state, registrations,
+    /// sessions [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten, next_help_heading = "Transport")]
     transport: TransportArgs,
 }
@@ -91,9 +97,12 @@ from cookie checkpoints after a failover). Talk to them with `rserpool pu \
 Events (registered, home changed, home lost, deregistered, sessions) are \
 logged at info level to stderr. SIGINT or SIGTERM deregisters, then exits.
 
+--metrics ADDR serves Prometheus metrics at http://ADDR/metrics \
+(docs/OPERATING.md lists them).
+
 Exit status: 0 after a signal, 1 if the registration was refused or the \
 transport failed, 2 if the configuration is invalid or the endpoint \
-cannot be bound.";
+(or the metrics address) cannot be bound.";
 
 fn parse_pe_id(s: &str) -> Result<PeId, String> {
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -117,6 +126,7 @@ struct Plan {
     local: Vec<SocketAddr>,
     transport: TransportArgs,
     announce: Option<SocketAddr>,
+    metrics: Option<String>,
 }
 
 fn plan(a: Args) -> Result<Plan, String> {
@@ -193,6 +203,7 @@ fn plan(a: Args) -> Result<Plan, String> {
         local,
         transport: a.transport,
         announce,
+        metrics: a.metrics,
     })
 }
 
@@ -206,10 +217,18 @@ pub fn run(args: Args) -> ExitCode {
         Ok(k) => k,
         Err(e) => return config_error(e),
     };
-    block_on(serve(plan, kind))
+    let metrics = match crate::metrics::bind(plan.metrics.as_deref()) {
+        Ok(m) => m,
+        Err(e) => return config_error(e),
+    };
+    block_on(serve(plan, kind, metrics))
 }
 
-async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
+async fn serve(
+    plan: Plan,
+    kind: BackendKind,
+    endpoint: Option<crate::metrics::Endpoint>,
+) -> ExitCode {
     let place = NodePlace {
         registrars: &plan.config.hunt.registrars,
         announce: plan.announce,
@@ -228,6 +247,11 @@ async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
     }
     if let Some(port) = plan.user_port {
         builder = builder.user_port(port);
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = PeMetrics::register(&mut registry);
+    if let Err(e) = crate::metrics::serve(endpoint, registry, crate::metrics::no_refresh) {
+        return config_error(e);
     }
     let mut pe = match builder.join().await {
         Ok(pe) => pe,
@@ -256,6 +280,7 @@ async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
         tokio::select! {
             event = pe.next() => match event {
                 Some(Event::Registration(e)) => {
+                    count_event(&metrics, &e);
                     if !log_event(&e) {
                         return ExitCode::FAILURE;
                     }
@@ -275,9 +300,16 @@ async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
                 }
                 Some(Event::Session(session)) => match plan.service {
                     Some(service) => {
-                        tokio::spawn(crate::service::serve(service, session, signer.clone()));
+                        metrics.sessions_opened.inc();
+                        let signer = signer.clone();
+                        let closed = metrics.sessions_closed.clone();
+                        tokio::spawn(async move {
+                            crate::service::serve(service, session, signer).await;
+                            closed.inc();
+                        });
                     }
                     None => {
+                        metrics.sessions_refused.inc();
                         info!("{} from {:?} refused: no --service", session.id(), session.peer());
                         let _ = session.close().await;
                     }
@@ -320,6 +352,29 @@ async fn deregister(pe: rserpool::PoolElement) -> ExitCode {
     } else {
         warn!("deregistered without confirmation from a registrar");
         ExitCode::FAILURE
+    }
+}
+
+/// Follows the registration in the metrics, as the library's
+/// [`rserpool::pe::Registration`] status does.
+fn count_event(m: &PeMetrics, e: &PoolElementEvent) {
+    use PoolElementEvent as E;
+    match e {
+        E::Registered { .. } => {
+            m.registrations.inc();
+            m.registered.set(1);
+        }
+        E::HomeChanged { .. } => {
+            m.registered.set(1);
+        }
+        E::HomeLost { .. } => {
+            m.homes_lost.inc();
+            m.registered.set(0);
+        }
+        E::RegistrationExpired { .. } | E::RegistrationRejected { .. } | E::Deregistered { .. } => {
+            m.registered.set(0);
+        }
+        _ => {}
     }
 }
 

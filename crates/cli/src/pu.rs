@@ -4,6 +4,7 @@
 //! `--resolve N` it resolves the pool handle N times instead and prints
 //! the PE the pool's policy selects each time.
 
+use crate::metrics::{Endpoint, ResolveMetrics};
 use crate::node::addr::{EndpointSpec, LocalAddr};
 use crate::node::duration::Dur;
 use crate::node::policy;
@@ -77,6 +78,11 @@ pub struct Args {
     /// Seed of the random selection policies [default: random].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, for
+    /// example 127.0.0.1:9464): resolutions and their latency (--resolve),
+    /// lines, failovers and their latency (terminal) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten, next_help_heading = "Transport")]
     transport: TransportArgs,
 }
@@ -94,9 +100,13 @@ session (after the missing answers, or --reply-timeout).
 (`pe=0x... at IP:PORT policy=LU load=12.5% cached=no`) or \
 `resolution failed: REASON`.
 
+--metrics ADDR serves Prometheus metrics at http://ADDR/metrics while the \
+pool user runs (docs/OPERATING.md lists them).
+
 Exit status: 0 when the input ended (terminal) or every resolution \
 succeeded, 1 if the session stopped or a resolution failed, 2 if the \
-configuration is invalid or the endpoint cannot be bound.";
+configuration is invalid or the endpoint (or the metrics address) cannot \
+be bound.";
 
 pub(crate) struct Plan {
     pub(crate) pool: PoolHandle,
@@ -110,6 +120,7 @@ pub(crate) struct Plan {
     pub(crate) local: Vec<SocketAddr>,
     pub(crate) transport: TransportArgs,
     pub(crate) announce: Option<SocketAddr>,
+    metrics: Option<String>,
 }
 
 fn plan(a: Args) -> Result<Plan, String> {
@@ -163,6 +174,7 @@ fn plan(a: Args) -> Result<Plan, String> {
             .collect(),
         transport: a.transport,
         announce,
+        metrics: a.metrics,
     })
 }
 
@@ -176,14 +188,18 @@ pub fn run(args: Args) -> ExitCode {
         Ok(k) => k,
         Err(e) => return config_error(e),
     };
+    let metrics = match crate::metrics::bind(plan.metrics.as_deref()) {
+        Ok(m) => m,
+        Err(e) => return config_error(e),
+    };
     if plan.count.is_some() {
-        block_on(resolve(plan, kind))
+        block_on(resolve(plan, kind, metrics))
     } else {
-        block_on(crate::terminal::run(plan, kind))
+        block_on(crate::terminal::run(plan, kind, metrics))
     }
 }
 
-async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
+async fn resolve(plan: Plan, kind: BackendKind, endpoint: Option<Endpoint>) -> ExitCode {
     let tunables = match plan.transport.tunables() {
         Ok(t) => t,
         Err(e) => return config_error(e),
@@ -208,12 +224,18 @@ async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
         Ok(pu) => pu,
         Err(e) => return config_error(e),
     };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ResolveMetrics::register(&mut registry);
+    if let Err(e) = crate::metrics::serve(endpoint, registry, crate::metrics::no_refresh) {
+        return config_error(e);
+    }
     let (mut node, mut events) = Node::spawn(pu, Endpoints { asap, enrp: None }, announce);
     let mut all_ok = true;
     for i in 0..plan.count.unwrap_or(1) {
         if i > 0 {
             tokio::time::sleep(plan.interval).await;
         }
+        let started = std::time::Instant::now();
         let pool = plan.pool.clone();
         let Some(request) = node
             .call(move |pu: &mut PoolUser, now| pu.resolve(now, pool))
@@ -236,15 +258,21 @@ async fn resolve(plan: Plan, kind: BackendKind) -> ExitCode {
                     .await
                     .flatten()
                 {
-                    Some(pe) => selected(&pe, from_cache),
+                    Some(pe) => {
+                        metrics.duration.observe(started.elapsed().as_secs_f64());
+                        metrics.resolved(true);
+                        selected(&pe, from_cache)
+                    }
                     None => {
                         all_ok = false;
+                        metrics.resolved(false);
                         "resolution failed: no pool element to select".to_string()
                     }
                 }
             }
             Err(reason) => {
                 all_ok = false;
+                metrics.resolved(false);
                 format!("resolution failed: {reason}")
             }
         };
@@ -278,8 +306,31 @@ async fn answer(
         let e = tokio::select! {
             e = events.recv() => e,
             () = tokio::time::sleep_until(next_word) => {
+                let seen = node
+                    .call(|pu: &mut PoolUser, _| {
+                        let failed: Vec<String> = pu
+                            .unreachable_registrars()
+                            .iter()
+                            .map(|(addrs, n)| {
+                                let at: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                                format!("{} not answering ({n} attempt(s))", at.join(","))
+                            })
+                            .collect();
+                        let heard = pu.stats().announces.learned;
+                        (failed, heard)
+                    })
+                    .await;
+                let mut detail = String::new();
+                if let Some((failed, heard)) = seen {
+                    if !failed.is_empty() {
+                        detail = format!("; {}", failed.join(", "));
+                    }
+                    if what.contains("announces") && heard == 0 {
+                        detail.push_str("; no registrar announce heard");
+                    }
+                }
                 tracing::warn!(
-                    "no answer yet after {:.0} s: {what}",
+                    "no answer yet after {:.0} s: {what}{detail}",
                     started.elapsed().as_secs_f64()
                 );
                 next_word += Duration::from_secs(5);
@@ -297,7 +348,27 @@ async fn answer(
             } if r == request => return Ok(from_cache),
             PoolUserEvent::ResolutionFailed {
                 request: r, reason, ..
-            } if r == request => return Err(failure_text(&reason)),
+            } if r == request => {
+                let unreachable = node
+                    .call(|pu: &mut PoolUser, _| pu.unreachable_registrars().to_vec())
+                    .await
+                    .unwrap_or_default();
+                let mut text = failure_text(&reason);
+                if reason == ResolutionFailure::Timeout && !unreachable.is_empty() {
+                    let at: Vec<String> = unreachable
+                        .iter()
+                        .map(|(addrs, _)| {
+                            addrs
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .collect();
+                    text = format!("no registrar reachable (tried {})", at.join(", "));
+                }
+                return Err(text);
+            }
             PoolUserEvent::PeerError { causes, .. } => {
                 tracing::warn!("registrar reported an error: {causes:?}")
             }

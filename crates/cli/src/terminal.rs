@@ -8,6 +8,7 @@
 //! service that answers each line once (echo, daytime, pingpong, calcapp)
 //! prints every answer once and in order across PE failures.
 
+use crate::metrics::{Endpoint, TerminalMetrics};
 use crate::node::config_error;
 use crate::node::output;
 use crate::node::transport::{self, NodePlace};
@@ -20,7 +21,12 @@ use std::process::ExitCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Runs the terminal until the input ends and the answers are in.
-pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
+pub async fn run(plan: Plan, kind: BackendKind, endpoint: Option<Endpoint>) -> ExitCode {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = TerminalMetrics::register(&mut registry);
+    if let Err(e) = crate::metrics::serve(endpoint, registry, crate::metrics::no_refresh) {
+        return config_error(e);
+    }
     let place = NodePlace {
         registrars: &plan.config.hunt.registrars,
         announce: plan.announce,
@@ -53,6 +59,8 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
     let mut waiting_since: Option<tokio::time::Instant> = None;
     let mut input_open = true;
     let mut connected = false;
+    // Since when the session has been without a PE after a failover.
+    let mut failing_over: Option<std::time::Instant> = None;
     let started = tokio::time::Instant::now();
     let mut next_word = started + std::time::Duration::from_secs(1);
     let mut deadline = None;
@@ -64,6 +72,7 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
             line = lines.next_line(), if input_open => match line {
                 Ok(Some(line)) => match session.send_with(rserpool::pe::DEFAULT_PPID, line, resend).await {
                     Ok(seq) => {
+                        metrics.lines_sent.inc();
                         unanswered.push_back(seq);
                         waiting_since.get_or_insert_with(tokio::time::Instant::now);
                     }
@@ -84,6 +93,7 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
                         break ExitCode::SUCCESS;
                     }
                     if let Some(seq) = unanswered.pop_front() {
+                        metrics.lines_answered.inc();
                         let _ = session.release(seq).await;
                     }
                     waiting_since = (!unanswered.is_empty()).then(tokio::time::Instant::now);
@@ -96,13 +106,23 @@ pub async fn run(plan: Plan, kind: BackendKind) -> ExitCode {
                         tracing::info!("connected to PE {pe_id} of pool {}", plan.pool);
                     }
                     connected = true;
+                    metrics.connected.set(1);
+                    if let Some(t) = failing_over.take() {
+                        metrics.failover_duration.observe(t.elapsed().as_secs_f64());
+                    }
                 }
                 Some(SessionEvent::Failover { from, to, reason, .. }) => {
                     eprintln!("failover: PE {from} -> PE {to} ({reason})");
+                    metrics.failover(&reason);
+                    metrics.connected.set(0);
+                    // A PE chosen next that fails too prolongs the same outage.
+                    failing_over.get_or_insert_with(std::time::Instant::now);
                     // The next PE gets the unanswered lines again; its clock starts now.
                     waiting_since = (!unanswered.is_empty()).then(tokio::time::Instant::now);
                 }
                 Some(SessionEvent::Unavailable { reason, retry_in }) => {
+                    metrics.unavailable.inc();
+                    metrics.connected.set(0);
                     eprintln!(
                         "no pool element of {} available ({}); trying again in {} ms",
                         plan.pool,

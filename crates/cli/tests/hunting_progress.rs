@@ -14,7 +14,8 @@ fn a_pu_without_registrar_says_so_and_gives_up() {
     let out = Command::new(BIN)
         .args(
             "pu --transport udp --pool echo --registrar 127.0.5.1 --resolve 1 \
-             --request-timeout 1s --retransmits 1 --server-hunt-timeout 1s"
+             --request-timeout 1s --retransmits 1 --server-hunt-timeout 1s \
+             --sctp-handshake-timeout 300ms"
                 .split_whitespace(),
         )
         .output()
@@ -26,7 +27,14 @@ fn a_pu_without_registrar_says_so_and_gives_up() {
         stderr.contains("no answer yet after 1 s: asking 127.0.5.1:3863"),
         "{stderr}"
     );
-    assert!(stdout.contains("resolution failed: "), "{stdout}");
+    assert!(
+        stdout.contains("resolution failed: no registrar reachable (tried 127.0.5.1:3863)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("127.0.5.1:3863 not answering ("),
+        "{stderr}"
+    );
 }
 
 #[test]

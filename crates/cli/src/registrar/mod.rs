@@ -1,5 +1,6 @@
 //! `rserpool registrar`: a pool registrar (ENRP server) on real sockets.
 
+mod metrics;
 pub(crate) mod settings;
 pub use settings::{ASAP_PORT, Balance};
 mod status;
@@ -28,8 +29,12 @@ Events (registrations, removals, peers up and down, takeovers, takeover \
 suggestions sent, accepted and declined) are logged at info level to stderr \
 (RUST_LOG=debug for more). SIGINT or SIGTERM stops the registrar.
 
+--metrics ADDR serves Prometheus metrics at http://ADDR/metrics, read from \
+the registrar on each scrape (docs/OPERATING.md lists them).
+
 Exit status: 0 after a signal, 1 if the transport failed, 2 if the \
-configuration is invalid or an endpoint cannot be bound.
+configuration is invalid or an endpoint (or the metrics address) cannot be \
+bound.
 
 A configuration file (--config) holds the same settings; flags override it:
 
@@ -57,10 +62,18 @@ pub fn run(args: Args) -> ExitCode {
         Ok(k) => k,
         Err(e) => return config_error(e),
     };
-    block_on(serve(plan, kind))
+    let metrics = match crate::metrics::bind(plan.metrics.as_deref()) {
+        Ok(m) => m,
+        Err(e) => return config_error(e),
+    };
+    block_on(serve(plan, kind, metrics))
 }
 
-async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
+async fn serve(
+    plan: Plan,
+    kind: BackendKind,
+    metrics: Option<crate::metrics::Endpoint>,
+) -> ExitCode {
     let cfg = &plan.config;
     let bind = |addrs: &[std::net::SocketAddr], udp| {
         let ec =
@@ -120,6 +133,10 @@ async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
         },
         announce,
     );
+    if let Err(e) = serve_metrics(metrics, &node) {
+        node.abort();
+        return config_error(e);
+    }
     let mut status = plan.status_interval.map(|d| {
         let mut i = tokio::time::interval(d);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,6 +167,30 @@ async fn serve(plan: Plan, kind: BackendKind) -> ExitCode {
             }
         }
     }
+}
+
+/// Serves the registrar's metrics, read from the machine on each scrape.
+fn serve_metrics(
+    endpoint: Option<crate::metrics::Endpoint>,
+    node: &Node<Registrar>,
+) -> Result<(), String> {
+    let collector = std::sync::Arc::new(metrics::RegistrarCollector::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(collector.clone()));
+    let handle = node.handle();
+    crate::metrics::serve(endpoint, registry, move || {
+        let handle = handle.clone();
+        let collector = collector.clone();
+        async move {
+            // A stopped node keeps its last numbers; the process is ending.
+            if let Some(s) = handle
+                .call(|r: &mut Registrar, _| metrics::Snapshot::of(r))
+                .await
+            {
+                collector.update(s);
+            }
+        }
+    })
 }
 
 async fn tick(i: Option<&mut tokio::time::Interval>) {

@@ -164,6 +164,11 @@ pub struct Settings {
     /// Print a status line this often (PEs, pools, owned per registrar, peers, refusals).
     #[arg(long, value_name = "DUR")]
     pub status_interval: Option<Dur>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, for
+    /// example 127.0.0.1:9464): handlespace, peers, messages, refusals,
+    /// takeover suggestions [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Seed of the registrar's randomness (jitter, IDs) [default: random].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -320,6 +325,8 @@ pub struct Plan {
     pub announce_by_default: bool,
     /// Status line period.
     pub status_interval: Option<Duration>,
+    /// Where to serve metrics (`--metrics`), unchecked.
+    pub metrics: Option<String>,
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
@@ -368,6 +375,7 @@ impl Settings {
             enrp_announce: pick_list(self.enrp_announce, file.enrp_announce),
             no_announce: self.no_announce || file.no_announce,
             status_interval: pick(self.status_interval, file.status_interval),
+            metrics: pick(self.metrics, file.metrics),
             seed: pick(self.seed, file.seed),
             mentor_discovery_timeout: pick(
                 self.mentor_discovery_timeout,
@@ -655,6 +663,7 @@ impl Settings {
             enrp_announce,
             announce_by_default,
             status_interval,
+            metrics: self.metrics,
         })
     }
 }

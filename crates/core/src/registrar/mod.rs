@@ -208,6 +208,11 @@ impl Registrar {
         self.peers.iter()
     }
 
+    /// Associations up now (PEs, pool users and peers alike).
+    pub fn association_count(&self) -> usize {
+        self.associations.len()
+    }
+
     /// The handlespace.
     pub fn handlespace(&self) -> &rserpool_handlespace::Handlespace {
         self.space.inner()
