@@ -161,7 +161,10 @@ fn is_daemon(argv: &[String]) -> bool {
 
 /// Needs the quick start's scope to be running.
 fn needs_scope(argv: &[String]) -> bool {
-    matches!(argv.first().map(String::as_str), Some("pu" | "hsdump"))
+    matches!(
+        argv.first().map(String::as_str),
+        Some("pu" | "hsdump" | "monitor")
+    )
 }
 
 #[test]
