@@ -311,17 +311,14 @@ pub fn const_gauge_family<'a>(
     label: &str,
     values: impl IntoIterator<Item = (&'a str, i64)>,
 ) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(
+    const_family(
+        encoder,
         name,
-        &format!("{help}."),
-        None,
+        help,
+        label,
         prometheus_client::metrics::MetricType::Gauge,
-    )?;
-    for (value_label, value) in values {
-        let labels = [(label, value_label)];
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+        values.into_iter().map(|(l, v)| (l, ConstGauge::new(v))),
+    )
 }
 
 /// A counter family with one label; `name` without `_total`.
@@ -332,15 +329,28 @@ pub fn const_counter_family<'a>(
     label: &str,
     values: impl IntoIterator<Item = (&'a str, u64)>,
 ) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(
+    const_family(
+        encoder,
         name,
-        &format!("{help}."),
-        None,
+        help,
+        label,
         prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for (value_label, value) in values {
+        values.into_iter().map(|(l, v)| (l, ConstCounter::new(v))),
+    )
+}
+
+fn const_family<'a, M: prometheus_client::encoding::EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    kind: prometheus_client::metrics::MetricType,
+    values: impl IntoIterator<Item = (&'a str, M)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, &format!("{help}."), None, kind)?;
+    for (value_label, metric) in values {
         let labels = [(label, value_label)];
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        metric.encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

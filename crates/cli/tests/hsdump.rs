@@ -7,7 +7,7 @@ mod support;
 
 use std::process::Command;
 use std::time::Duration;
-use support::{BIN, Cluster, args, loopback_net};
+use support::{BIN, Cluster, args, loopback_net, peered_scope};
 
 fn hsdump(flags: &str) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -25,39 +25,8 @@ fn hsdump(flags: &str) -> (i32, String, String) {
 fn hsdump_reads_a_scope_without_joining_it() {
     let net = loopback_net(0);
     let ip = |host: u8| format!("{net}.{host}");
-    let registrar = |id: u32, asap: u8, enrp: u8, peer: u8| {
-        args(&format!(
-            "registrar --transport udp --id {id} --addr {} --enrp-addr {} --peer {} \
-             --enrp-allow {net}.0/28 --status-interval 200ms --mentor-discovery-timeout 1s",
-            ip(asap),
-            ip(enrp),
-            ip(peer)
-        ))
-    };
     let mut c = Cluster::default();
-    let r1 = c.spawn("registrar 1", &registrar(1, 1, 2, 4));
-    let r2 = c.spawn("registrar 2", &registrar(2, 3, 4, 2));
-    c.wait_until(Duration::from_secs(10), "the registrars are peered", |c| {
-        [r1, r2].iter().all(|&r| {
-            let s = c.procs[r].status();
-            s.contains("ready=yes") && s.contains("peers=1 ")
-        })
-    });
-    for (host, registrar) in [(5, 1), (6, 1), (7, 3)] {
-        c.spawn(
-            &format!("pe {host}"),
-            &args(&format!(
-                "pe --transport udp --pool echo --registrar {} --local {} --service echo",
-                ip(registrar),
-                ip(host)
-            )),
-        );
-    }
-    c.wait_until(Duration::from_secs(15), "both hold the three PEs", |c| {
-        [r1, r2]
-            .iter()
-            .all(|&r| c.procs[r].status().contains("pes=3 "))
-    });
+    let [r1, r2] = peered_scope(&mut c, &net).0;
 
     let (code, out, err) = hsdump(&format!("--registrar {} --local {}", ip(2), ip(9)));
     assert_eq!(code, 0, "{err}");

@@ -7,47 +7,7 @@ mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{BIN, Cluster, args, loopback_net};
-
-/// Registrars 1 (ENRP at .2) and 2 (ENRP at .4), peered; PEs at .5 and .6
-/// registered with registrar 1, at .7 with registrar 2. Returns the
-/// indices of the registrars and of the PEs.
-fn scope(c: &mut Cluster, net: &str) -> ([usize; 2], [usize; 3]) {
-    let ip = |host: u8| format!("{net}.{host}");
-    let registrar = |id: u32, asap: u8, enrp: u8, peer: u8| {
-        args(&format!(
-            "registrar --transport udp --id {id} --addr {} --enrp-addr {} --peer {} \
-             --enrp-allow {net}.0/28 --status-interval 200ms --mentor-discovery-timeout 1s",
-            ip(asap),
-            ip(enrp),
-            ip(peer)
-        ))
-    };
-    let r1 = c.spawn("registrar 1", &registrar(1, 1, 2, 4));
-    let r2 = c.spawn("registrar 2", &registrar(2, 3, 4, 2));
-    c.wait_until(Duration::from_secs(10), "the registrars are peered", |c| {
-        [r1, r2].iter().all(|&r| {
-            let s = c.procs[r].status();
-            s.contains("ready=yes") && s.contains("peers=1 ")
-        })
-    });
-    let pes = [(5, 1), (6, 1), (7, 3)].map(|(host, registrar)| {
-        c.spawn(
-            &format!("pe {host}"),
-            &args(&format!(
-                "pe --transport udp --pool echo --registrar {} --local {} --service echo",
-                ip(registrar),
-                ip(host)
-            )),
-        )
-    });
-    c.wait_until(Duration::from_secs(15), "both hold the three PEs", |c| {
-        [r1, r2]
-            .iter()
-            .all(|&r| c.procs[r].status().contains("pes=3 "))
-    });
-    ([r1, r2], pes)
-}
+use support::{BIN, Cluster, args, loopback_net, peered_scope as scope};
 
 #[test]
 fn once_lists_every_registrar_with_the_pes_it_owns() {
