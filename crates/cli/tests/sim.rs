@@ -1,25 +1,26 @@
 //! `rserpool sim takeover` run as a process on a small scope (3 registrars,
 //! 60 PEs, one cut off for 100 s): same seed, same bytes; the balanced
-//! policy reports the balance after the recovery, `off` does not.
+//! policy reports the balance after the recovery, `off` does not; --svg
+//! writes well-formed XML; --flap repeats the outage.
 
 use std::process::{Command, Output};
 
-/// The small experiment every test runs, plus `extra` flags.
+/// The small experiment every test runs, plus `extra` flags (which replace
+/// the scope's own of the same name).
 fn sim(extra: &[&str]) -> Output {
-    let mut args = vec![
-        "sim",
-        "takeover",
-        "--registrars",
-        "3",
-        "--pes",
-        "60",
-        "--down",
-        "1",
-        "--outage",
-        "100s",
-        "--duration",
-        "300s",
+    let scope = [
+        ("--registrars", "3"),
+        ("--pes", "60"),
+        ("--down", "1"),
+        ("--outage", "100s"),
+        ("--duration", "300s"),
     ];
+    let mut args = vec!["sim", "takeover"];
+    for (flag, value) in scope {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
     args.extend_from_slice(extra);
     Command::new(env!("CARGO_BIN_EXE_rserpool"))
         .args(&args)
@@ -135,10 +136,156 @@ fn impossible_parameters_are_refused_with_exit_code_2() {
         &["--tolerance=-1"],
         &["--sample", "0"],
         &["--outage", "soon"],
+        &["--cycles", "3"],
+        &["--flap", "100s"],
+        &["--flap", "60s", "--down", "0"],
+        &["--flap", "200s", "--cycles", "0"],
     ] {
         let o = sim(bad);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
         assert!(o.stdout.is_empty(), "{bad:?}");
         assert!(!o.stderr.is_empty(), "{bad:?}");
     }
+}
+
+/// Checks that every tag is closed, in order, and returns the names of the
+/// elements seen (a stand-in for an XML parser, which the crate lacks).
+fn balanced_tags(xml: &str) -> Result<Vec<String>, String> {
+    let mut open: Vec<&str> = Vec::new();
+    let mut seen = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..]
+            .find('>')
+            .ok_or_else(|| format!("unclosed `<` at {}", &rest[start..]))?;
+        let tag = &rest[start + 1..start + end];
+        rest = &rest[start + end + 1..];
+        if tag.contains('<') {
+            return Err(format!("`<` inside the tag `{tag}`"));
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            match open.pop() {
+                Some(o) if o == name.trim() => {}
+                other => return Err(format!("</{name}> closes {other:?}")),
+            }
+            continue;
+        }
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("");
+        if name.is_empty() || tag.starts_with('?') || tag.starts_with('!') {
+            return Err(format!("unexpected tag `<{tag}>`"));
+        }
+        seen.push(name.to_string());
+        if !tag.ends_with('/') {
+            open.push(name);
+        }
+    }
+    match open.is_empty() {
+        true => Ok(seen),
+        false => Err(format!("never closed: {open:?}")),
+    }
+}
+
+/// The text of the element `<g id="{id}">` (groups do not nest in the chart).
+fn group<'a>(svg: &'a str, id: &str) -> &'a str {
+    let start = svg
+        .find(&format!(r#"<g id="{id}">"#))
+        .unwrap_or_else(|| panic!("no group {id}"));
+    let len = svg[start..].find("</g>").expect("the group closed");
+    &svg[start..start + len]
+}
+
+#[test]
+fn svg_is_well_formed_with_one_line_per_registrar_and_changes_nothing_else() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("run.svg");
+    let file = path.to_str().expect("a UTF-8 path");
+    let flags = ["--policy", "xor", "--seed", "7", "--csv"];
+    let with = ok_stdout(&[&flags[..], &["--svg", file]].concat());
+    // The extra stops for the plot's samples must not change the run.
+    assert_eq!(with, ok_stdout(&flags), "--svg changed the samples");
+    let svg = std::fs::read_to_string(&path).expect("the SVG written");
+    assert!(svg.starts_with("<svg "), "{}", &svg[..80]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+    let names = balanced_tags(&svg).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(names[0], "svg");
+    assert_eq!(group(&svg, "ownership").matches("<polyline").count(), 3);
+    assert_eq!(
+        group(&svg, "after-recovery").matches("<polyline").count(),
+        3
+    );
+    assert_eq!(group(&svg, "max-mean").matches("<polyline").count(), 1);
+    let legend = group(&svg, "legend");
+    for pr in ["pr0 0x", "pr1 0x", "pr2 0x"] {
+        assert!(legend.contains(pr), "{pr} missing in {legend}");
+    }
+    assert!(legend.contains("(cut off)"));
+    for text in ["policy xor, 3 registrars, 60 PEs, seed 7", "fair share 20"] {
+        assert!(svg.contains(text), "{text} missing");
+    }
+    // A polyline has points, and they lie in the drawing.
+    let points = svg
+        .split("points=\"")
+        .skip(1)
+        .map(|p| &p[..p.find('"').expect("closing quote")]);
+    for p in points {
+        assert!(!p.is_empty(), "a polyline without points");
+        for xy in p.split(' ') {
+            let (x, y) = xy.split_once(',').expect("x,y");
+            let (x, y): (f64, f64) = (x.parse().expect("x"), y.parse().expect("y"));
+            assert!((0.0..=960.0).contains(&x) && y >= 0.0, "{xy}");
+        }
+    }
+    match Command::new("xmllint").arg("--noout").arg(&path).output() {
+        Ok(o) => assert!(
+            o.status.success(),
+            "xmllint: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => println!("xmllint not on PATH: skipped the XML validation"),
+    }
+}
+
+#[test]
+fn an_svg_path_that_cannot_be_written_is_refused_with_exit_code_2() {
+    let o = sim(&["--svg", "/nonexistent-directory/run.svg"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: --svg "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn flap_repeats_the_outage_and_reports_the_moves_while_flapping() {
+    let flap = [
+        "--outage", "20s", "--flap", "60s", "--cycles", "3", "--sample", "10s",
+    ];
+    let csv = ok_stdout(&[&flap[..], &["--csv"]].concat());
+    let phases: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|r| r.split(',').nth(1).expect("a phase"))
+        .collect();
+    // Cut at 60, 120, 180 s for 20 s each: the samples at 60 and 70 s of
+    // each cycle fall in the outage.
+    let outage: Vec<usize> = (0..phases.len())
+        .filter(|&i| phases[i] == "outage")
+        .collect();
+    assert_eq!(outage, [6, 7, 12, 13, 18, 19], "{csv}");
+    assert_eq!(phases[..6], ["normal"; 6]);
+    assert!(phases[8..12].iter().all(|p| *p == "recovered"), "{csv}");
+    let out = ok_stdout(&flap);
+    assert!(
+        out.contains("unreachable for 20 s in every 60 s from 60 s, 3 times (last heal at 200 s)"),
+        "{out}"
+    );
+    let line = summary_line(&out, "flapping: 3 outages");
+    assert!(number_after(line, "last heal: ") > 0.0, "{line}");
+    assert!(
+        summary_line(&out, "at recovery").contains("(200 s)"),
+        "{out}"
+    );
 }

@@ -2,6 +2,7 @@
 //! `rserpool-sim` (the real registrar and pool element machines on virtual
 //! time), printed as they run; the same seed prints the same bytes.
 
+mod svg;
 mod takeover;
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ Examples:
   rserpool sim takeover                       # the draft's experiment: 5 registrars, 1,000 PEs
   rserpool sim takeover --policy off          # without Takeover Suggestion
   rserpool sim takeover --seed 7 --csv > run.csv
+  rserpool sim takeover --svg run.svg         # and a chart of the ownership over time
 
 docs/SIMULATION.md describes the experiments and the simulated network.";
 

@@ -3,6 +3,7 @@
 //! the others, then come back; the table shows how ownership (each
 //! registrar's count of the PEs it owns in its own handlespace) returns.
 
+use super::svg::{self, Chart, Line, Panel, Stroke};
 use crate::node::config_error;
 use crate::node::duration::Dur;
 use crate::registrar::Balance;
@@ -14,7 +15,9 @@ use rserpool_core::{Instant, PoolElementEvent};
 use rserpool_sim::{Happening, NodeId, RoleEvent, Scenario, ScenarioBuilder};
 use rserpool_wire::PoolHandle;
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +33,16 @@ const FINE: Duration = Duration::from_millis(100);
 /// Mixed into the seed for the PEs' registrar orders, so that they are not
 /// the stream the world draws from.
 const HUNT_ORDER_SALT: u64 = 0x6875_6e74;
+/// --svg: the whole run is plotted from about this many samples (at least
+/// one a second), which bounds the memory whatever --duration is.
+const PLOT_POINTS: u32 = 2000;
+/// --svg: how long after the (last) recovery the plot keeps every [`FINE`]
+/// sample, for the panel that zooms in on the return of the PEs.
+const ZOOM: Duration = Duration::from_secs(90);
+/// --svg: the zoomed panel starts this long before the recovery.
+const ZOOM_BEFORE: Duration = Duration::from_secs(5);
+/// --flap without --cycles: as many outages as crates/sim/tests/flapping.rs.
+const FLAP_CYCLES: u32 = 6;
 
 /// Examples and output, shown by `rserpool sim takeover --help`.
 pub const AFTER_HELP: &str = "\
@@ -48,12 +61,22 @@ until max/mean <= 1.1 (checked every 0.1 s), the PE moves after the recovery \
 against the fewest that balance the scope, and the final shares. --csv \
 prints the samples as CSV rows only.
 
+--flap PERIOD repeats the outage every PERIOD (--cycles times): a flapping \
+registrar. The recovery is then the last heal; the summary adds the PE moves \
+from the first cut to the last heal.
+
+--svg FILE also writes a chart of the run: the PEs each registrar owns over \
+time (sampled every second, or every --duration/2000 if coarser), max/mean, \
+and the 90 s after the recovery at every 0.1 s.
+
 The same seed prints the same bytes.
 
 Examples:
   rserpool sim takeover
   rserpool sim takeover --policy xor --seed 3
-  rserpool sim takeover --registrars 3 --pes 60 --down 1 --outage 100s --duration 300s --csv";
+  rserpool sim takeover --registrars 3 --pes 60 --down 1 --outage 100s --duration 300s --csv
+  rserpool sim takeover --policy off --svg off.svg
+  rserpool sim takeover --down 1 --outage 20s --flap 60s --cycles 6 --duration 480s";
 
 /// Flags of `rserpool sim takeover`.
 #[derive(Debug, clap::Args)]
@@ -93,6 +116,16 @@ pub struct Args {
     /// Print the samples as CSV (with a header row) and nothing else.
     #[arg(long)]
     csv: bool,
+    /// Repeat the outage every PERIOD (a flapping registrar), --cycles
+    /// times.
+    #[arg(long, value_name = "PERIOD")]
+    flap: Option<Dur>,
+    /// With --flap: how many outages [default: 6].
+    #[arg(long, value_name = "N")]
+    cycles: Option<u32>,
+    /// Also write an SVG chart of the ownership over time to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 /// The checked parameters of one run.
@@ -108,6 +141,13 @@ struct Plan {
     duration: Duration,
     sample: Duration,
     csv: bool,
+    /// --flap: the period and the number of outages.
+    flap: Option<(Duration, u32)>,
+    /// (cut, heal) of every outage, in order; empty without --down.
+    outages: Vec<(Duration, Duration)>,
+    svg: Option<PathBuf>,
+    /// Step of the plot's samples over the whole run.
+    plot_step: Duration,
 }
 
 impl Plan {
@@ -147,6 +187,37 @@ impl Plan {
         if a.duration.0.is_zero() || a.duration.0 > Duration::from_secs(86_400) {
             return Err("--duration must be more than 0 and at most a day".into());
         }
+        let flap = match (a.flap, a.cycles) {
+            (None, Some(_)) => return Err("--cycles applies only with --flap".into()),
+            (None, None) => None,
+            (Some(_), _) if a.down == 0 => {
+                return Err("--flap needs registrars to cut off (--down)".into());
+            }
+            (Some(p), _) if p.0 <= a.outage.0 => {
+                return Err("--flap must be longer than --outage".into());
+            }
+            (Some(_), Some(n)) if !(1..=10_000).contains(&n) => {
+                return Err("--cycles must be 1 to 10000".into());
+            }
+            (Some(p), n) => Some((p.0, n.unwrap_or(FLAP_CYCLES))),
+        };
+        // Dur is at most 1e9 s and cycles at most 1e4: no overflow.
+        let outages = match (a.down, flap) {
+            (0, _) => Vec::new(),
+            (_, None) => vec![(OUTAGE_AT, OUTAGE_AT + a.outage.0)],
+            (_, Some((period, n))) => (0..n)
+                .map(|k| {
+                    let cut = OUTAGE_AT + period * k;
+                    (cut, cut + a.outage.0)
+                })
+                .collect(),
+        };
+        let plot_step = (a.duration.0 / PLOT_POINTS)
+            .as_nanos()
+            .div_ceil(FINE.as_nanos())
+            .try_into()
+            .map_or(Duration::from_secs(1), |n: u32| FINE * n)
+            .max(Duration::from_secs(1));
         Ok(Self {
             seed: a.seed,
             registrars: a.registrars,
@@ -159,24 +230,70 @@ impl Plan {
             duration: a.duration.0,
             sample: a.sample.0,
             csv: a.csv,
+            flap,
+            outages,
+            svg: a.svg,
+            plot_step,
         })
     }
 
-    /// The end of the outage (if there is one).
+    /// The end of the (last) outage, if there is one: the recovery.
     fn heal_at(&self) -> Option<Duration> {
-        (self.down > 0).then(|| OUTAGE_AT + self.outage)
+        self.outages.last().map(|o| o.1)
+    }
+
+    fn is_cut(&self, t: Duration) -> bool {
+        self.outages.binary_search_by_key(&t, |o| o.0).is_ok()
+    }
+
+    fn is_heal(&self, t: Duration) -> bool {
+        self.outages.binary_search_by_key(&t, |o| o.1).is_ok()
     }
 
     fn phase(&self, t: Duration) -> &'static str {
-        match self.heal_at() {
-            Some(heal) if t >= heal => "recovered",
-            Some(_) if t >= OUTAGE_AT => "outage",
-            _ => "normal",
+        // The outage that started last at or before t.
+        let started = self.outages.partition_point(|o| o.0 <= t);
+        match started.checked_sub(1).map(|i| self.outages[i]) {
+            Some((_, heal)) if t < heal => "outage",
+            Some(_) => "recovered",
+            None => "normal",
         }
     }
 
-    /// The moments the run stops at: every sample, the start and end of the
-    /// outage, and every [`FINE`] step after the recovery.
+    /// Who is cut off when, as the header and the chart say it.
+    fn outage_text(&self) -> Option<String> {
+        let (cut, heal) = *self.outages.first()?;
+        let who = (self.registrars - self.down..self.registrars)
+            .map(|i| format!("pr{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(match self.flap {
+            None => format!(
+                "{who} unreachable from {} to {} ({})",
+                secs(cut),
+                secs(heal),
+                secs(self.outage)
+            ),
+            Some((period, n)) => format!(
+                "{who} unreachable for {} in every {} from {}, {n} times (last heal at {})",
+                secs(self.outage),
+                secs(period),
+                secs(cut),
+                secs(self.heal_at().unwrap_or(heal))
+            ),
+        })
+    }
+
+    fn policy_text(&self) -> String {
+        match &self.balance {
+            BalancePolicy::Balanced(b) => format!("balanced (tolerance {})", b.tolerance),
+            _ => policy_name(self.policy).to_string(),
+        }
+    }
+
+    /// The moments the run stops at: every sample, the start and end of
+    /// every outage, every [`FINE`] step after the recovery and, for --svg,
+    /// every plot step.
     fn marks(&self) -> BTreeSet<Duration> {
         let mut marks = BTreeSet::new();
         let every = |from: Duration, step: Duration, marks: &mut BTreeSet<Duration>| {
@@ -187,17 +304,30 @@ impl Plan {
             }
         };
         every(Duration::ZERO, self.sample, &mut marks);
+        for &(cut, heal) in &self.outages {
+            marks.extend([cut, heal].into_iter().filter(|t| *t <= self.duration));
+        }
         if let Some(heal) = self.heal_at() {
-            if OUTAGE_AT <= self.duration {
-                marks.insert(OUTAGE_AT);
-            }
             every(heal, FINE, &mut marks);
+        }
+        if self.svg.is_some() {
+            every(Duration::ZERO, self.plot_step, &mut marks);
         }
         marks
     }
 
     fn is_sample(&self, t: Duration) -> bool {
         t.as_nanos() % self.sample.as_nanos() == 0
+    }
+
+    /// Whether the chart keeps the ownership at `t`: every plot step, and
+    /// every mark (each [`FINE`] step) for [`ZOOM`] after the recovery.
+    fn is_plot_point(&self, t: Duration) -> bool {
+        self.svg.is_some()
+            && (t.as_nanos() % self.plot_step.as_nanos() == 0
+                || self
+                    .heal_at()
+                    .is_some_and(|heal| t >= heal && t <= heal + ZOOM))
     }
 
     fn build(&self) -> Scenario {
@@ -230,17 +360,76 @@ pub fn run(args: Args) -> ExitCode {
         Ok(p) => p,
         Err(e) => return config_error(e),
     };
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    match Experiment::new(&plan)
-        .run(&mut out)
-        .and_then(|()| out.flush())
-    {
-        Ok(()) => ExitCode::SUCCESS,
+    // Opened before the run, so that a bad path fails at once and not after
+    // minutes of simulation.
+    let chart = match &plan.svg {
+        None => None,
+        Some(path) => match File::create(path) {
+            Ok(f) => Some((path, f)),
+            Err(e) => return config_error(format!("--svg {}: {e}", path.display())),
+        },
+    };
+    let mut out = io::BufWriter::new(Stdout {
+        inner: io::stdout().lock(),
+        closed: false,
+        // The chart needs the whole run even if the reader of the table
+        // went away.
+        run_on: chart.is_some(),
+    });
+    let mut exp = Experiment::new(&plan);
+    match exp.run(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => {}
         // A reader that stopped early (`| head`) is not a failure.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         Err(e) => {
             eprintln!("error: writing the output: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some((path, mut f)) = chart {
+        if let Err(e) = f
+            .write_all(exp.chart().as_bytes())
+            .and_then(|()| f.sync_all())
+        {
+            eprintln!("error: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Standard output that, if `run_on`, swallows everything once the reader
+/// has gone (`| head`), so that the run goes on for the chart.
+struct Stdout<W> {
+    inner: W,
+    closed: bool,
+    run_on: bool,
+}
+
+impl<W: Write> Write for Stdout<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if self.run_on && e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            r => r,
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.inner.flush() {
+            Err(e) if self.run_on && e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => r,
         }
     }
 }
@@ -267,6 +456,12 @@ struct Experiment<'p> {
     balanced_after: Option<Duration>,
     /// Highest max/mean once balanced.
     worst_after: f64,
+    /// `moves` when the first outage started.
+    moves_at_first_cut: Option<usize>,
+    /// PEs that changed home from the first cut to the recovery.
+    moves_flapping: usize,
+    /// --svg: (time, ownership per registrar) at every plot point.
+    plot: Vec<(Duration, Vec<u32>)>,
 }
 
 impl<'p> Experiment<'p> {
@@ -279,35 +474,47 @@ impl<'p> Experiment<'p> {
             at_recovery: None,
             balanced_after: None,
             worst_after: 0.0,
+            moves_at_first_cut: None,
+            moves_flapping: 0,
+            plot: Vec::new(),
         }
     }
 
-    fn run(mut self, out: &mut impl Write) -> io::Result<()> {
+    fn run(&mut self, out: &mut impl Write) -> io::Result<()> {
         let plan = self.plan;
         // Start the registrars, so that their IDs can be shown.
         self.s.world.run_until(Instant::ZERO);
         self.header(out)?;
         let heal = plan.heal_at();
         for t in plan.marks() {
-            let recovered = self.at_recovery.is_some();
             self.s.world.run_until(Instant::from_epoch(t));
             let moved = self.drain_moves();
             self.moves += moved;
-            if recovered {
+            if self.at_recovery.is_some() {
                 self.moves_after += moved;
             }
-            if heal.is_some() && t == OUTAGE_AT {
+            if plan.is_cut(t) {
+                self.moves_at_first_cut.get_or_insert(self.moves);
                 self.cut_off();
             }
-            if heal == Some(t) {
+            if plan.is_heal(t) {
                 self.s.world.heal();
-                self.at_recovery = Some(self.owned());
+            }
+            // Once per mark: counting walks every registrar's handlespace.
+            let owned = self.owned();
+            if heal == Some(t) {
+                self.moves_flapping = self.moves - self.moves_at_first_cut.unwrap_or(self.moves);
+                self.at_recovery = Some(owned.clone());
             }
             if let Some(heal) = heal.filter(|_| self.at_recovery.is_some()) {
-                self.watch_balance(t - heal);
+                self.watch_balance(&owned, t - heal);
             }
             if plan.is_sample(t) {
-                self.sample(out, t)?;
+                self.sample(out, t, &owned)?;
+            }
+            if plan.is_plot_point(t) {
+                let row = owned.iter().map(|&c| c as u32).collect();
+                self.plot.push((t, row));
             }
         }
         if !plan.csv {
@@ -355,14 +562,13 @@ impl<'p> Experiment<'p> {
             .collect()
     }
 
-    fn watch_balance(&mut self, since_heal: Duration) {
-        let owned = self.owned();
+    fn watch_balance(&mut self, owned: &[usize], since_heal: Duration) {
         // A PE in the middle of moving is counted at both registrars or at
         // neither: judge only consistent moments.
         if owned.iter().sum::<usize>() != self.plan.pes {
             return;
         }
-        let im = imbalance(&owned);
+        let im = imbalance(owned);
         if self.balanced_after.is_none() && im <= BALANCED {
             self.balanced_after = Some(since_heal);
         }
@@ -402,14 +608,13 @@ impl<'p> Experiment<'p> {
                 names.join(",")
             );
         }
-        let policy = match &p.balance {
-            BalancePolicy::Balanced(b) => format!("balanced (tolerance {})", b.tolerance),
-            _ => policy_name(p.policy).to_string(),
-        };
         writeln!(
             out,
-            "rserpool sim takeover: seed {}, {} registrars, {} PEs, policy {policy}",
-            p.seed, p.registrars, p.pes
+            "rserpool sim takeover: seed {}, {} registrars, {} PEs, policy {}",
+            p.seed,
+            p.registrars,
+            p.pes,
+            p.policy_text()
         )?;
         writeln!(
             out,
@@ -417,14 +622,10 @@ impl<'p> Experiment<'p> {
             secs(p.t4),
             secs(3 * p.t4)
         )?;
-        match p.heal_at() {
-            Some(heal) => writeln!(
+        match p.outage_text() {
+            Some(text) => writeln!(
                 out,
-                "outage: {} unreachable from {} to {} ({}); run {}, sample every {}",
-                names[p.registrars - p.down..].join(" "),
-                secs(OUTAGE_AT),
-                secs(heal),
-                secs(p.outage),
+                "outage: {text}; run {}, sample every {}",
                 secs(p.duration),
                 secs(p.sample)
             )?,
@@ -435,16 +636,7 @@ impl<'p> Experiment<'p> {
                 secs(p.sample)
             )?,
         }
-        let ids: Vec<String> = self
-            .s
-            .registrars
-            .iter()
-            .zip(&names)
-            .map(|(n, name)| match self.s.registrar(*n) {
-                Some(r) => format!("{name}=0x{:08x}", r.id().get()),
-                None => format!("{name}=-"),
-            })
-            .collect();
+        let ids: Vec<String> = self.labels().iter().map(|l| l.replace(' ', "=")).collect();
         writeln!(out, "registrar IDs: {}", ids.join(" "))?;
         writeln!(out)?;
         let w = self.width();
@@ -459,12 +651,24 @@ impl<'p> Experiment<'p> {
         )
     }
 
-    fn sample(&self, out: &mut impl Write, t: Duration) -> io::Result<()> {
-        let owned = self.owned();
+    /// `pr<i> 0x<id>` for every registrar.
+    fn labels(&self) -> Vec<String> {
+        self.s
+            .registrars
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match self.s.registrar(*n) {
+                Some(r) => format!("pr{i} 0x{:08x}", r.id().get()),
+                None => format!("pr{i} -"),
+            })
+            .collect()
+    }
+
+    fn sample(&self, out: &mut impl Write, t: Duration, owned: &[usize]) -> io::Result<()> {
         let ratio = if owned.iter().sum::<usize>() == 0 {
             "-".to_string()
         } else {
-            format!("{:.3}", imbalance(&owned))
+            format!("{:.3}", imbalance(owned))
         };
         let sug = self.suggestions();
         let phase = self.plan.phase(t);
@@ -483,7 +687,7 @@ impl<'p> Experiment<'p> {
         }
         let w = self.width();
         write!(out, "{time:>7.1}  {phase:<9}")?;
-        for c in &owned {
+        for c in owned {
             write!(out, " {c:>w$}")?;
         }
         writeln!(
@@ -503,6 +707,16 @@ impl<'p> Experiment<'p> {
                 writeln!(out, "  the run ended before the recovery at {}", secs(heal))?
             }
             (Some(heal), Some(at)) => {
+                if let (Some((_, n)), Some(&(cut, _))) = (p.flap, p.outages.first()) {
+                    let hours = (heal - cut).as_secs_f64() / 3600.0;
+                    writeln!(
+                        out,
+                        "  flapping: {n} outages; PE moves from the first cut ({}) to the last heal: {} ({:.2} per PE per hour)",
+                        secs(cut),
+                        self.moves_flapping,
+                        self.moves_flapping as f64 / p.pes as f64 / hours
+                    )?;
+                }
                 writeln!(
                     out,
                     "  at recovery ({}): {} (max/mean {:.3})",
@@ -523,12 +737,12 @@ impl<'p> Experiment<'p> {
                         secs(p.duration.saturating_sub(heal))
                     )?,
                 }
-                let fair = p.pes / p.registrars;
-                let minimum: usize = at.iter().map(|c| c.saturating_sub(fair)).sum();
                 writeln!(
                     out,
-                    "  PE moves after recovery: {} (minimum {minimum}: the excess over the fair share {fair})",
-                    self.moves_after
+                    "  PE moves after recovery: {} (minimum {}: the excess over the fair share {})",
+                    self.moves_after,
+                    minimum_moves(at, p.pes / p.registrars),
+                    p.pes / p.registrars
                 )?;
             }
         }
@@ -546,6 +760,215 @@ impl<'p> Experiment<'p> {
             imbalance(&end),
             shares.join(" ")
         )
+    }
+}
+
+/// The chart of --svg.
+impl Experiment<'_> {
+    fn chart(&self) -> String {
+        let p = self.plan;
+        let mut c = Chart::new();
+        c.text(
+            &format!(
+                "rserpool sim takeover: policy {}, {} registrars, {} PEs, seed {}",
+                p.policy_text(),
+                p.registrars,
+                p.pes,
+                p.seed
+            ),
+            16.0,
+            true,
+        );
+        let outage = p
+            .outage_text()
+            .map_or_else(|| "no outage".to_string(), |o| format!("{o};"));
+        c.text(
+            &format!(
+                "{outage} T4 {}, registration life {}; run {}",
+                secs(p.t4),
+                secs(3 * p.t4),
+                secs(p.duration)
+            ),
+            12.0,
+            false,
+        );
+        for line in self.outcome_text() {
+            c.text(&line, 12.0, false);
+        }
+        let labels = self.labels();
+        let cut_off = p.registrars - p.down;
+        let legend: Vec<(Stroke, String)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let l = if i >= cut_off && !p.outages.is_empty() {
+                    format!("{l} (cut off)")
+                } else {
+                    l.clone()
+                };
+                (Stroke::nth(i), l)
+            })
+            .collect();
+        c.legend(&legend);
+
+        let series: Vec<Vec<(f64, f64)>> = (0..p.registrars)
+            .map(|i| {
+                self.plot
+                    .iter()
+                    .map(|(t, row)| (t.as_secs_f64(), f64::from(row[i])))
+                    .collect()
+            })
+            .collect();
+        let lines: Vec<Line<'_>> = series
+            .iter()
+            .zip(&labels)
+            .enumerate()
+            .map(|(i, (points, name))| Line {
+                name,
+                stroke: Stroke::nth(i),
+                points,
+            })
+            .collect();
+        let fair = p.pes as f64 / p.registrars as f64;
+        let rules = [(fair, format!("fair share {}", trim_float(fair)))];
+        let bands: Vec<(f64, f64)> = p
+            .outages
+            .iter()
+            .map(|(a, z)| (a.as_secs_f64(), z.as_secs_f64()))
+            .collect();
+        let who: Vec<String> = (cut_off..p.registrars).map(|i| format!("pr{i}")).collect();
+        let band_label = format!(
+            "{} ({} cut off)",
+            if p.flap.is_some() {
+                "outages"
+            } else {
+                "outage"
+            },
+            who.join(" ")
+        );
+        let band_label = band_label.as_str();
+        let whole = (0.0, p.duration.as_secs_f64());
+        let most = |from: f64, to: f64| {
+            self.plot
+                .iter()
+                .filter(|(t, _)| (from..=to).contains(&t.as_secs_f64()))
+                .flat_map(|(_, row)| row.iter().copied())
+                .max()
+                .map_or(0.0, f64::from)
+        };
+        let y_top = |most: f64| svg::nice_ceiling(most.max(fair * 1.1), 6);
+        c.panel(&Panel {
+            id: "ownership",
+            heading: "PEs owned per registrar (each by its own handlespace)",
+            height: 360.0,
+            x: whole,
+            y: (0.0, y_top(most(whole.0, whole.1))),
+            x_label: "simulated time (s)",
+            y_label: "PEs owned",
+            bands: &bands,
+            band_label,
+            rules: &rules,
+            lines: &lines,
+        });
+
+        let ratio: Vec<(f64, f64)> = self
+            .plot
+            .iter()
+            .filter(|(_, row)| row.iter().any(|&c| c > 0))
+            .map(|(t, row)| {
+                let row: Vec<usize> = row.iter().map(|&c| c as usize).collect();
+                (t.as_secs_f64(), imbalance(&row))
+            })
+            .collect();
+        let worst = ratio.iter().map(|r| r.1).fold(1.2, f64::max);
+        c.panel(&Panel {
+            id: "max-mean",
+            heading: "max/mean of the ownership counts",
+            height: 190.0,
+            x: whole,
+            y: (1.0, 1.0 + svg::nice_ceiling(worst - 1.0, 5)),
+            x_label: "simulated time (s)",
+            y_label: "max/mean",
+            bands: &bands,
+            band_label,
+            rules: &[(BALANCED, format!("{BALANCED} (balanced)"))],
+            lines: &[Line {
+                name: "max/mean",
+                stroke: Stroke::black(),
+                points: &ratio,
+            }],
+        });
+
+        if let Some(heal) = p.heal_at().filter(|h| *h <= p.duration) {
+            let from = heal.saturating_sub(ZOOM_BEFORE).as_secs_f64();
+            let to = (heal + ZOOM).min(p.duration).as_secs_f64();
+            let heading = format!(
+                "the {} after the recovery at {}, every {}",
+                secs(ZOOM.min(p.duration - heal)),
+                secs(heal),
+                secs(FINE)
+            );
+            c.panel(&Panel {
+                id: "after-recovery",
+                heading: &heading,
+                height: 300.0,
+                x: (from, to.max(from + 1.0)),
+                y: (0.0, y_top(most(from, to))),
+                x_label: "simulated time (s)",
+                y_label: "PEs owned",
+                bands: &bands,
+                band_label,
+                rules: &rules,
+                lines: &lines,
+            });
+        }
+        c.finish()
+    }
+
+    /// The summary in two short lines.
+    fn outcome_text(&self) -> Vec<String> {
+        let p = self.plan;
+        let end = format!("final max/mean {:.3}", imbalance(&self.owned()));
+        let (Some(heal), Some(at)) = (p.heal_at(), &self.at_recovery) else {
+            return vec![end];
+        };
+        let balance = match self.balanced_after {
+            Some(d) => format!(
+                "max/mean \u{2264} {BALANCED} reached {} after the recovery (worst afterwards {:.3})",
+                secs(d),
+                self.worst_after
+            ),
+            None => format!(
+                "max/mean \u{2264} {BALANCED} never reached in the {} after the recovery",
+                secs(p.duration.saturating_sub(heal))
+            ),
+        };
+        let mut moves = format!(
+            "PE moves after the recovery {} (minimum {}); {end}",
+            self.moves_after,
+            minimum_moves(at, p.pes / p.registrars),
+        );
+        if p.flap.is_some() {
+            moves += &format!(
+                "; PE moves from the first cut to the last heal {}",
+                self.moves_flapping
+            );
+        }
+        vec![balance, moves]
+    }
+}
+
+/// The fewest PE moves that bring every registrar down to `fair`.
+fn minimum_moves(owned: &[usize], fair: usize) -> usize {
+    owned.iter().map(|c| c.saturating_sub(fair)).sum()
+}
+
+/// A number without decimals when whole, else with one.
+fn trim_float(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
     }
 }
 
@@ -597,6 +1020,14 @@ mod tests {
             duration: Duration::from_secs(duration),
             sample: Duration::from_millis(sample_ms),
             csv: false,
+            flap: None,
+            outages: if down > 0 {
+                vec![(OUTAGE_AT, OUTAGE_AT + Duration::from_secs(outage))]
+            } else {
+                Vec::new()
+            },
+            svg: None,
+            plot_step: Duration::from_secs(1),
         }
     }
 
@@ -623,6 +1054,60 @@ mod tests {
         let p = plan(0, 25, 100, 10_000);
         assert_eq!(p.marks().len(), 11);
         assert_eq!(p.phase(Duration::from_secs(70)), "normal");
+    }
+
+    fn args(duration_s: u64, flap_s: Option<u64>) -> Args {
+        Args {
+            seed: 1,
+            registrars: 3,
+            pes: 10,
+            down: 1,
+            outage: Dur(Duration::from_secs(20)),
+            policy: Balance::Off,
+            tolerance: None,
+            t4: Dur(Duration::from_secs(30)),
+            duration: Dur(Duration::from_secs(duration_s)),
+            sample: Dur(Duration::from_secs(10)),
+            csv: false,
+            flap: flap_s.map(|f| Dur(Duration::from_secs(f))),
+            cycles: None,
+            svg: Some(PathBuf::from("unused.svg")),
+        }
+    }
+
+    #[test]
+    fn flapping_outages_repeat_and_the_recovery_is_the_last_heal() {
+        let p = Plan::new(args(600, Some(60))).expect("a valid plan");
+        let s = Duration::from_secs;
+        assert_eq!(p.outages.len(), FLAP_CYCLES as usize);
+        assert_eq!(p.outages[1], (s(120), s(140)));
+        assert_eq!(p.heal_at(), Some(s(380)));
+        assert!(p.is_cut(s(180)) && p.is_heal(s(200)) && !p.is_cut(s(200)));
+        assert_eq!(p.phase(s(79)), "outage");
+        assert_eq!(p.phase(s(80)), "recovered");
+        assert_eq!(p.phase(s(130)), "outage");
+        let marks = p.marks();
+        assert!(
+            p.outages
+                .iter()
+                .all(|(c, h)| marks.contains(c) && marks.contains(h))
+        );
+    }
+
+    #[test]
+    fn the_plot_keeps_a_bounded_number_of_samples() {
+        let short = Plan::new(args(600, None)).expect("a valid plan");
+        assert_eq!(short.plot_step, Duration::from_secs(1));
+        // A day: 43.2 s steps, about 2,000 samples plus the zoom after the
+        // recovery.
+        let day = Plan::new(args(86_400, None)).expect("a valid plan");
+        assert_eq!(day.plot_step, Duration::from_millis(43_200));
+        let kept = day
+            .marks()
+            .into_iter()
+            .filter(|t| day.is_plot_point(*t))
+            .count();
+        assert!(kept <= 2_001 + 901, "{kept}");
     }
 
     #[test]
