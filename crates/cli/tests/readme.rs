@@ -127,8 +127,11 @@ fn run_once(prefix: &[String], argv: &[String], redirect: Option<&Path>, home: &
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         cmd.stdout(std::fs::File::create(to).unwrap());
     }
+    // README commands are run from the repository root.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = cmd
         .args(argv)
+        .current_dir(root)
         .env("HOME", home)
         .stdin(Stdio::null())
         .output()

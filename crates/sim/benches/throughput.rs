@@ -2,7 +2,8 @@
 //! the world alone (probe machines: 5 servers, clients each talking to one
 //! server every second, the servers announcing every second), and the real
 //! roles (5 registrars, 1,000 pool elements, pool users resolving every
-//! second), each for 10 minutes of virtual time.
+//! second), each for 10 minutes of virtual time; `-- scale`: 20 registrars
+//! and 60,000 pool elements for 2 minutes.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -84,8 +85,27 @@ fn roles(registrars: usize, pes: usize, pus: usize, virtual_secs: u64) {
 }
 
 fn main() {
-    // `cargo bench -p rserpool-sim -- roles` runs the second table only.
+    // `cargo bench -p rserpool-sim -- roles` runs the second table only;
+    // `-- scale` only 20 registrars and 60,000 PEs (the most a role may have)
+    // for 120 s.
     let only_roles = std::env::args().any(|a| a == "roles");
+    let scale = std::env::args().any(|a| a == "scale");
+    if scale {
+        println!(
+            "{:>10} {:>6} {:>5} {:>8} {:>12} {:>12} {:>10} {:>9} {:>12}",
+            "registrars",
+            "PEs",
+            "PUs",
+            "virt s",
+            "events",
+            "messages",
+            "registered",
+            "wall s",
+            "events/s"
+        );
+        roles(20, 60_000, 0, 120);
+        return;
+    }
     if !only_roles {
         world_table();
         println!();

@@ -6,18 +6,21 @@ use crate::transport::reachable;
 use crate::world::{Ev, World};
 use bytes::Bytes;
 use rserpool_core::Machine;
+use rserpool_wire::{PPID_ASAP, PPID_ENRP};
 
 impl<M: Machine + 'static> World<M> {
     /// Sends an announce datagram to every node that listens for its kind:
     /// each copy may be lost, and none crosses a partition.
     pub(crate) fn announce(&mut self, from: NodeId, ppid: u32, data: Bytes) {
         let now = self.now;
-        for i in 0..self.nodes.len() {
-            let to = NodeId(i as u32);
-            if to == from
-                || !self.nodes[i].announces.wants(ppid)
-                || !reachable(&self.nodes, &self.net, from, to)
-            {
+        let listeners = match ppid {
+            PPID_ASAP => std::mem::take(&mut self.asap_listeners),
+            PPID_ENRP => std::mem::take(&mut self.enrp_listeners),
+            _ => return,
+        };
+        for &to in &listeners {
+            debug_assert!(self.nodes[to.index()].announces.wants(ppid));
+            if to == from || !reachable(&self.nodes, &self.net, from, to) {
                 continue;
             }
             if self.net.lost(&mut self.rng, from, to) {
@@ -34,6 +37,10 @@ impl<M: Machine + 'static> World<M> {
                     data: data.clone(),
                 },
             );
+        }
+        match ppid {
+            PPID_ASAP => self.asap_listeners = listeners,
+            _ => self.enrp_listeners = listeners,
         }
     }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use rserpool_core::{AssocId, Instant};
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::node::NodeId;
 
@@ -104,9 +104,12 @@ pub(crate) fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
 /// association of each pair of nodes: like SCTP endpoints, two nodes have at
 /// most one association that new sends use (an older one may still be
 /// finishing its shutdown).
+///
+/// `map` is a hash map (looked up two or three times per message); nothing
+/// may depend on its iteration order: walk it by sorted serial instead.
 #[derive(Debug, Default)]
 pub(crate) struct Associations {
-    pub(crate) map: BTreeMap<u64, Assoc>,
+    pub(crate) map: FxHashMap<u64, Assoc>,
     pub(crate) by_id: FxHashMap<AssocId, u64>,
     pub(crate) pairs: FxHashMap<(NodeId, NodeId), u64>,
     next_serial: u64,

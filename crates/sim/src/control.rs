@@ -168,7 +168,11 @@ impl<M: Machine + 'static> World<M> {
     fn paths_changed(&mut self) {
         let now = self.now;
         let detection = self.config.transport.failure_detection;
-        for (&serial, a) in self.assocs.map.iter_mut() {
+        // In serial order, as the queue's tie-break depends on push order.
+        let mut serials: Vec<u64> = self.assocs.map.keys().copied().collect();
+        serials.sort_unstable();
+        for serial in serials {
+            let a = self.assocs.map.get_mut(&serial).expect("listed above");
             if a.phase != Phase::Established {
                 continue;
             }

@@ -71,6 +71,34 @@ pub struct World<M: Machine> {
     pub(crate) trace: Vec<Entry<M::Event>>,
     /// Events processed at the current instant (the livelock guard).
     at_this_instant: u64,
+    /// The nodes that hear ASAP and ENRP announces, in node order (fixed
+    /// when built), so an announce does not scan every node.
+    pub(crate) asap_listeners: Vec<NodeId>,
+    pub(crate) enrp_listeners: Vec<NodeId>,
+    /// Reused buffer messages are encoded into.
+    scratch: Vec<u8>,
+    /// Wall-clock time the world was built, for the `RSERPOOL_SIM_SPEED` report.
+    built: std::time::Instant,
+}
+
+/// With `RSERPOOL_SIM_SPEED` set in the environment, a world reports on
+/// stderr, when dropped, the events it processed and how fast (wall clock
+/// since it was built). Off by default: it changes no output.
+impl<M: Machine> Drop for World<M> {
+    fn drop(&mut self) {
+        if std::env::var_os("RSERPOOL_SIM_SPEED").is_none() {
+            return;
+        }
+        let wall = self.built.elapsed().as_secs_f64();
+        eprintln!(
+            "sim speed: {} events in {:.3} s wall ({:.3} M events/s), virtual time {}, {} nodes",
+            self.stats.events,
+            wall,
+            self.stats.events as f64 / wall.max(1e-9) / 1e6,
+            self.now,
+            self.nodes.len()
+        );
+    }
 }
 
 impl<M: Machine + 'static> World<M> {
@@ -81,9 +109,20 @@ impl<M: Machine + 'static> World<M> {
         nodes: Vec<Node<M>>,
         by_addr: FxHashMap<SocketAddr, NodeId>,
     ) -> Self {
+        let listeners = |wants: fn(&Node<M>) -> bool| {
+            (0..nodes.len() as u32)
+                .map(NodeId)
+                .filter(|id| wants(&nodes[id.index()]))
+                .collect::<Vec<_>>()
+        };
+        let asap_listeners = listeners(|n| n.announces.asap);
+        let enrp_listeners = listeners(|n| n.announces.enrp);
         Self {
             seed,
             now: Instant::ZERO,
+            asap_listeners,
+            enrp_listeners,
+            scratch: Vec::with_capacity(1024),
             queue: Queue::default(),
             rng: NetRng::new(seed),
             net,
@@ -93,6 +132,7 @@ impl<M: Machine + 'static> World<M> {
             stats: Stats::default(),
             trace: Vec::new(),
             at_this_instant: 0,
+            built: std::time::Instant::now(),
             config,
         }
     }
@@ -245,8 +285,12 @@ impl<M: Machine + 'static> World<M> {
 
     /// Messages travel encoded, so every run exercises the codec; a machine
     /// producing a message the codec refuses is a bug the run must not hide.
-    fn encode(&self, id: NodeId, message: &Message) -> Bytes {
-        let mut buf = Vec::with_capacity(128);
+    ///
+    /// Encoded into a reused buffer, then copied into a `Bytes` of exactly
+    /// its size: one allocation per message.
+    fn encode(&mut self, id: NodeId, message: &Message) -> Bytes {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         if let Err(e) = message.encode(&mut buf) {
             panic!(
                 "seed {}: at {} {} ({}) sent a message that does not encode ({e}): {message}",
@@ -256,7 +300,9 @@ impl<M: Machine + 'static> World<M> {
                 self.nodes[id.index()].name
             );
         }
-        Bytes::from(buf)
+        let data = Bytes::copy_from_slice(&buf);
+        self.scratch = buf;
+        data
     }
 
     pub(crate) fn trace_entry(&mut self, node: NodeId, what: Happening<M::Event>) {

@@ -2,6 +2,7 @@
 //! `rserpool-sim` (the real registrar and pool element machines on virtual
 //! time), printed as they run; the same seed prints the same bytes.
 
+mod run;
 mod svg;
 mod takeover;
 
@@ -14,6 +15,7 @@ Examples:
   rserpool sim takeover --policy off          # without Takeover Suggestion
   rserpool sim takeover --seed 7 --csv > run.csv
   rserpool sim takeover --svg run.svg         # and a chart of the ownership over time
+  rserpool sim run scenarios/crash.toml       # an experiment described in a scenario file
 
 docs/SIMULATION.md describes the experiments and the simulated network.";
 
@@ -31,11 +33,17 @@ enum Experiment {
     /// heal, watch how ownership returns (Takeover Suggestion).
     #[command(after_long_help = takeover::AFTER_HELP)]
     Takeover(takeover::Args),
+    /// Runs the experiment a scenario file describes: the scope, the policy
+    /// and reliability events (registrars cut off or crashed, once or
+    /// flapping).
+    #[command(after_long_help = run::AFTER_HELP)]
+    Run(run::Args),
 }
 
 /// Runs the experiment asked for.
 pub fn run(args: Args) -> ExitCode {
     match args.experiment {
         Experiment::Takeover(a) => takeover::run(a),
+        Experiment::Run(a) => run::run(a),
     }
 }

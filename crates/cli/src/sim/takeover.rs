@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rserpool_core::registrar::{BalancePolicy, BalancedConfig};
 use rserpool_core::{Instant, PoolElementEvent};
-use rserpool_sim::{Happening, NodeId, RoleEvent, Scenario, ScenarioBuilder};
+use rserpool_sim::{CrashMode, Happening, NodeId, RoleEvent, Scenario, ScenarioBuilder};
 use rserpool_wire::PoolHandle;
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -28,8 +28,10 @@ const OUTAGE_AT: Duration = Duration::from_secs(60);
 const START_SPREAD: Duration = Duration::from_secs(10);
 /// Ownership counts as balanced at max/mean <= this (the draft's criterion).
 const BALANCED: f64 = 1.1;
+/// `sim run` also times the return to this max/mean.
+const BALANCED_TIGHT: f64 = 1.05;
 /// How often ownership is checked after the recovery, to time the balance.
-const FINE: Duration = Duration::from_millis(100);
+pub(super) const FINE: Duration = Duration::from_millis(100);
 /// Mixed into the seed for the PEs' registrar orders, so that they are not
 /// the stream the world draws from.
 const HUNT_ORDER_SALT: u64 = 0x6875_6e74;
@@ -41,6 +43,9 @@ const PLOT_POINTS: u32 = 2000;
 const ZOOM: Duration = Duration::from_secs(90);
 /// --svg: the zoomed panel starts this long before the recovery.
 const ZOOM_BEFORE: Duration = Duration::from_secs(5);
+/// `sim run`: how long into each outage every [`FINE`] step is checked, to
+/// time the re-homing of the PEs.
+const REHOME_WATCH: Duration = Duration::from_secs(120);
 /// --flap without --cycles: as many outages as crates/sim/tests/flapping.rs.
 const FLAP_CYCLES: u32 = 6;
 
@@ -128,26 +133,79 @@ pub struct Args {
     svg: Option<PathBuf>,
 }
 
+/// Who an outage hits, and how.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Target {
+    /// Indices of the registrars.
+    pub who: Vec<usize>,
+    /// `None`: each is cut off on a network side of its own and the network
+    /// heals at the end; `Some`: they crash, and restart at the end.
+    pub crash: Option<CrashMode>,
+}
+
 /// The checked parameters of one run.
-struct Plan {
-    seed: u64,
-    registrars: usize,
-    pes: usize,
-    down: usize,
-    outage: Duration,
-    policy: Balance,
-    balance: BalancePolicy,
-    t4: Duration,
-    duration: Duration,
-    sample: Duration,
-    csv: bool,
+pub(super) struct Plan {
+    /// The first words of the header and of the chart's title.
+    pub title: String,
+    pub seed: u64,
+    pub registrars: usize,
+    pub pes: usize,
+    pub down: usize,
+    pub outage: Duration,
+    pub policy: Balance,
+    pub balance: BalancePolicy,
+    pub t4: Duration,
+    pub duration: Duration,
+    pub sample: Duration,
+    pub csv: bool,
     /// --flap: the period and the number of outages.
-    flap: Option<(Duration, u32)>,
-    /// (cut, heal) of every outage, in order; empty without --down.
-    outages: Vec<(Duration, Duration)>,
-    svg: Option<PathBuf>,
+    pub flap: Option<(Duration, u32)>,
+    /// (cut, heal) of every outage, in order, none overlapping; empty
+    /// without --down.
+    pub outages: Vec<(Duration, Duration)>,
+    /// Who each outage hits (same order as `outages`).
+    pub targets: Vec<Target>,
+    /// `sim run`: the events as the header says them; the run also samples
+    /// every [`FINE`] step early in each outage and the summary says more.
+    pub events_text: Option<String>,
+    pub svg: Option<PathBuf>,
     /// Step of the plot's samples over the whole run.
-    plot_step: Duration,
+    pub plot_step: Duration,
+}
+
+/// The policy of `policy` with the balanced policy's `tolerance`.
+pub(super) fn balance_policy(
+    policy: Balance,
+    tolerance: Option<f64>,
+    flag: &str,
+) -> Result<BalancePolicy, String> {
+    Ok(match (policy, tolerance) {
+        (Balance::Off | Balance::Xor, Some(_)) => {
+            return Err(format!("{flag} applies only to policy balanced"));
+        }
+        (Balance::Off, None) => BalancePolicy::Off,
+        (Balance::Xor, None) => BalancePolicy::Xor,
+        (Balance::Balanced, t) => {
+            let mut b = BalancedConfig::default();
+            if let Some(t) = t {
+                if !(t.is_finite() && t >= 0.0) {
+                    return Err(format!("{flag} must be a number >= 0"));
+                }
+                b.tolerance = t;
+            }
+            BalancePolicy::Balanced(b)
+        }
+    })
+}
+
+/// Step of the plot's samples for a run of `duration`.
+pub(super) fn plot_step(duration: Duration) -> Duration {
+    (duration / PLOT_POINTS)
+        .as_nanos()
+        .div_ceil(FINE.as_nanos())
+        .try_into()
+        .map_or(Duration::from_secs(1), |n: u32| FINE * n)
+        .max(Duration::from_secs(1))
 }
 
 impl Plan {
@@ -165,18 +223,7 @@ impl Plan {
             (Balance::Off | Balance::Xor, Some(_)) => {
                 return Err("--tolerance applies only to --policy balanced".into());
             }
-            (Balance::Off, None) => BalancePolicy::Off,
-            (Balance::Xor, None) => BalancePolicy::Xor,
-            (Balance::Balanced, t) => {
-                let mut b = BalancedConfig::default();
-                if let Some(t) = t {
-                    if !(t.is_finite() && t >= 0.0) {
-                        return Err("--tolerance must be a number >= 0".into());
-                    }
-                    b.tolerance = t;
-                }
-                BalancePolicy::Balanced(b)
-            }
+            (p, t) => balance_policy(p, t, "--tolerance")?,
         };
         if a.t4.0 < Duration::from_millis(100) {
             return Err("--t4 must be at least 100ms".into());
@@ -212,13 +259,13 @@ impl Plan {
                 })
                 .collect(),
         };
-        let plot_step = (a.duration.0 / PLOT_POINTS)
-            .as_nanos()
-            .div_ceil(FINE.as_nanos())
-            .try_into()
-            .map_or(Duration::from_secs(1), |n: u32| FINE * n)
-            .max(Duration::from_secs(1));
+        let plot_step = plot_step(a.duration.0);
+        let target = Target {
+            who: (a.registrars - a.down..a.registrars).collect(),
+            crash: None,
+        };
         Ok(Self {
+            title: "rserpool sim takeover".into(),
             seed: a.seed,
             registrars: a.registrars,
             pes: a.pes,
@@ -231,7 +278,9 @@ impl Plan {
             sample: a.sample.0,
             csv: a.csv,
             flap,
+            targets: vec![target; outages.len()],
             outages,
+            events_text: None,
             svg: a.svg,
             plot_step,
         })
@@ -242,12 +291,39 @@ impl Plan {
         self.outages.last().map(|o| o.1)
     }
 
-    fn is_cut(&self, t: Duration) -> bool {
-        self.outages.binary_search_by_key(&t, |o| o.0).is_ok()
+    /// The outage that starts at `t`.
+    fn cut_at(&self, t: Duration) -> Option<usize> {
+        self.outages.binary_search_by_key(&t, |o| o.0).ok()
     }
 
+    /// The outage that ends at `t`.
+    fn heal_at_time(&self, t: Duration) -> Option<usize> {
+        self.outages.binary_search_by_key(&t, |o| o.1).ok()
+    }
+
+    #[cfg(test)]
+    fn is_cut(&self, t: Duration) -> bool {
+        self.cut_at(t).is_some()
+    }
+
+    #[cfg(test)]
     fn is_heal(&self, t: Duration) -> bool {
-        self.outages.binary_search_by_key(&t, |o| o.1).is_ok()
+        self.heal_at_time(t).is_some()
+    }
+
+    /// The outage going on at `t`.
+    fn outage_during(&self, t: Duration) -> Option<usize> {
+        let started = self.outages.partition_point(|o| o.0 <= t);
+        let i = started.checked_sub(1)?;
+        (t < self.outages[i].1).then_some(i)
+    }
+
+    /// Every registrar some outage hits.
+    fn hit(&self) -> BTreeSet<usize> {
+        self.targets
+            .iter()
+            .flat_map(|t| t.who.iter().copied())
+            .collect()
     }
 
     fn phase(&self, t: Duration) -> &'static str {
@@ -262,6 +338,9 @@ impl Plan {
 
     /// Who is cut off when, as the header and the chart say it.
     fn outage_text(&self) -> Option<String> {
+        if let Some(text) = &self.events_text {
+            return Some(text.clone());
+        }
         let (cut, heal) = *self.outages.first()?;
         let who = (self.registrars - self.down..self.registrars)
             .map(|i| format!("pr{i}"))
@@ -310,6 +389,16 @@ impl Plan {
         if let Some(heal) = self.heal_at() {
             every(heal, FINE, &mut marks);
         }
+        if self.events_text.is_some() {
+            // Early in each outage, to time the re-homing.
+            for &(cut, heal) in &self.outages {
+                let mut t = cut;
+                while t < heal.min(cut + REHOME_WATCH) && t <= self.duration {
+                    marks.insert(t);
+                    t += FINE;
+                }
+            }
+        }
         if self.svg.is_some() {
             every(Duration::ZERO, self.plot_step, &mut marks);
         }
@@ -356,10 +445,14 @@ impl Plan {
 
 /// Runs the experiment and prints it to stdout.
 pub fn run(args: Args) -> ExitCode {
-    let plan = match Plan::new(args) {
-        Ok(p) => p,
-        Err(e) => return config_error(e),
-    };
+    match Plan::new(args) {
+        Ok(p) => run_plan(&p),
+        Err(e) => config_error(e),
+    }
+}
+
+/// Runs a checked plan and prints it to stdout (and --svg).
+pub(super) fn run_plan(plan: &Plan) -> ExitCode {
     // Opened before the run, so that a bad path fails at once and not after
     // minutes of simulation.
     let chart = match &plan.svg {
@@ -376,7 +469,7 @@ pub fn run(args: Args) -> ExitCode {
         // went away.
         run_on: chart.is_some(),
     });
-    let mut exp = Experiment::new(&plan);
+    let mut exp = Experiment::new(plan);
     match exp.run(&mut out).and_then(|()| out.flush()) {
         Ok(()) => {}
         // A reader that stopped early (`| head`) is not a failure.
@@ -462,6 +555,12 @@ struct Experiment<'p> {
     moves_flapping: usize,
     /// --svg: (time, ownership per registrar) at every plot point.
     plot: Vec<(Duration, Vec<u32>)>,
+    /// `sim run`: time from the recovery until max/mean <=
+    /// [`BALANCED_TIGHT`].
+    tight_after: Option<Duration>,
+    /// `sim run`: for each outage, the time from its start until the
+    /// registrars it did not hit owned every PE.
+    rehomed: Vec<Option<Duration>>,
 }
 
 impl<'p> Experiment<'p> {
@@ -477,6 +576,8 @@ impl<'p> Experiment<'p> {
             moves_at_first_cut: None,
             moves_flapping: 0,
             plot: Vec::new(),
+            tight_after: None,
+            rehomed: vec![None; plan.outages.len()],
         }
     }
 
@@ -493,12 +594,13 @@ impl<'p> Experiment<'p> {
             if self.at_recovery.is_some() {
                 self.moves_after += moved;
             }
-            if plan.is_cut(t) {
-                self.moves_at_first_cut.get_or_insert(self.moves);
-                self.cut_off();
+            // An outage may end when the next starts: the end first.
+            if let Some(i) = plan.heal_at_time(t) {
+                self.end_outage(i);
             }
-            if plan.is_heal(t) {
-                self.s.world.heal();
+            if let Some(i) = plan.cut_at(t) {
+                self.moves_at_first_cut.get_or_insert(self.moves);
+                self.start_outage(i);
             }
             // Once per mark: counting walks every registrar's handlespace.
             let owned = self.owned();
@@ -508,6 +610,9 @@ impl<'p> Experiment<'p> {
             }
             if let Some(heal) = heal.filter(|_| self.at_recovery.is_some()) {
                 self.watch_balance(&owned, t - heal);
+            }
+            if plan.events_text.is_some() {
+                self.watch_rehoming(&owned, t);
             }
             if plan.is_sample(t) {
                 self.sample(out, t, &owned)?;
@@ -539,18 +644,60 @@ impl<'p> Experiment<'p> {
             .count()
     }
 
-    /// Puts the last `down` registrars each on a network side of its own.
-    fn cut_off(&mut self) {
-        let split = self.plan.registrars - self.plan.down;
-        let rest: Vec<NodeId> = self.s.registrars[..split]
-            .iter()
-            .chain(&self.s.pool_elements)
-            .copied()
+    /// Starts outage `i`: crashes its registrars, or puts each on a network
+    /// side of its own.
+    fn start_outage(&mut self, i: usize) {
+        let target = &self.plan.targets[i];
+        if let Some(mode) = target.crash {
+            for &r in &target.who {
+                self.s.world.crash(self.s.registrars[r], mode);
+            }
+            return;
+        }
+        let rest: Vec<NodeId> = (0..self.plan.registrars)
+            .filter(|r| !target.who.contains(r))
+            .map(|r| self.s.registrars[r])
+            .chain(self.s.pool_elements.iter().copied())
             .collect();
-        let alone: Vec<[NodeId; 1]> = self.s.registrars[split..].iter().map(|n| [*n]).collect();
+        let alone: Vec<[NodeId; 1]> = target.who.iter().map(|&r| [self.s.registrars[r]]).collect();
         let mut groups: Vec<&[NodeId]> = vec![&rest];
         groups.extend(alone.iter().map(|g| &g[..]));
         self.s.world.partition(&groups);
+    }
+
+    /// Ends outage `i`: restarts its registrars, or heals the network.
+    fn end_outage(&mut self, i: usize) {
+        let target = &self.plan.targets[i];
+        if target.crash.is_none() {
+            self.s.world.heal();
+            return;
+        }
+        for &r in &target.who {
+            let node = self.s.registrars[r];
+            if !self.s.world.is_running(node) {
+                self.s.world.restart(node);
+            }
+        }
+    }
+
+    /// `sim run`: times the re-homing in the outage going on at `t`.
+    fn watch_rehoming(&mut self, owned: &[usize], t: Duration) {
+        let Some(i) = self.plan.outage_during(t) else {
+            return;
+        };
+        if self.rehomed[i].is_some() {
+            return;
+        }
+        let who = &self.plan.targets[i].who;
+        let others: usize = owned
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| !who.contains(r))
+            .map(|(_, c)| c)
+            .sum();
+        if others >= self.plan.pes {
+            self.rehomed[i] = Some(t - self.plan.outages[i].0);
+        }
     }
 
     /// Each registrar's count of the PEs it owns by its own handlespace.
@@ -571,6 +718,9 @@ impl<'p> Experiment<'p> {
         let im = imbalance(owned);
         if self.balanced_after.is_none() && im <= BALANCED {
             self.balanced_after = Some(since_heal);
+        }
+        if self.tight_after.is_none() && im <= BALANCED_TIGHT {
+            self.tight_after = Some(since_heal);
         }
         if self.balanced_after.is_some() {
             self.worst_after = self.worst_after.max(im);
@@ -610,7 +760,8 @@ impl<'p> Experiment<'p> {
         }
         writeln!(
             out,
-            "rserpool sim takeover: seed {}, {} registrars, {} PEs, policy {}",
+            "{}: seed {}, {} registrars, {} PEs, policy {}",
+            p.title,
             p.seed,
             p.registrars,
             p.pes,
@@ -759,6 +910,60 @@ impl<'p> Experiment<'p> {
             counts(&end),
             imbalance(&end),
             shares.join(" ")
+        )?;
+        if p.events_text.is_some() {
+            self.run_summary(out)?;
+        }
+        Ok(())
+    }
+
+    /// `sim run`'s lines after [`Self::summary`]'s: the balance at
+    /// [`BALANCED_TIGHT`], the re-homing, the PEs lost.
+    fn run_summary(&self, out: &mut impl Write) -> io::Result<()> {
+        let p = self.plan;
+        if let (Some(heal), Some(_)) = (p.heal_at(), &self.at_recovery) {
+            match self.tight_after {
+                Some(d) => writeln!(
+                    out,
+                    "  max/mean <= {BALANCED_TIGHT} reached {} after recovery",
+                    secs(d)
+                )?,
+                None => writeln!(
+                    out,
+                    "  max/mean <= {BALANCED_TIGHT} never reached in the {} after recovery",
+                    secs(p.duration.saturating_sub(heal))
+                )?,
+            }
+        }
+        let started: Vec<usize> = (0..p.outages.len())
+            .filter(|&i| p.outages[i].0 <= p.duration)
+            .collect();
+        if !started.is_empty() {
+            let timed: Vec<Duration> = started.iter().filter_map(|&i| self.rehomed[i]).collect();
+            match (self.rehomed[started[0]], timed.iter().max()) {
+                (Some(first), Some(slowest)) => writeln!(
+                    out,
+                    "  re-homing: the others owned every PE {} after the first outage started; slowest {} ({} of {} outages timed)",
+                    secs(first),
+                    secs(*slowest),
+                    timed.len(),
+                    started.len()
+                )?,
+                _ => writeln!(
+                    out,
+                    "  re-homing: the others did not own every PE within {} of the first outage ({} of {} outages timed)",
+                    secs(REHOME_WATCH.min(p.outages[started[0]].1 - p.outages[started[0]].0)),
+                    timed.len(),
+                    started.len()
+                )?,
+            }
+        }
+        let registered = self.s.registered();
+        writeln!(
+            out,
+            "  PEs lost: {} (registered at the end: {registered} of {})",
+            p.pes.saturating_sub(registered),
+            p.pes
         )
     }
 }
@@ -770,7 +975,8 @@ impl Experiment<'_> {
         let mut c = Chart::new();
         c.text(
             &format!(
-                "rserpool sim takeover: policy {}, {} registrars, {} PEs, seed {}",
+                "{}: policy {}, {} registrars, {} PEs, seed {}",
+                p.title,
                 p.policy_text(),
                 p.registrars,
                 p.pes,
@@ -796,13 +1002,19 @@ impl Experiment<'_> {
             c.text(&line, 12.0, false);
         }
         let labels = self.labels();
-        let cut_off = p.registrars - p.down;
+        let hit = p.hit();
+        let crashes = p.targets.iter().filter(|t| t.crash.is_some()).count();
+        let verb = match crashes {
+            0 => "cut off",
+            n if n == p.targets.len() => "crashed",
+            _ => "cut off or crashed",
+        };
         let legend: Vec<(Stroke, String)> = labels
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let l = if i >= cut_off && !p.outages.is_empty() {
-                    format!("{l} (cut off)")
+                let l = if hit.contains(&i) {
+                    format!("{l} ({verb})")
                 } else {
                     l.clone()
                 };
@@ -836,10 +1048,10 @@ impl Experiment<'_> {
             .iter()
             .map(|(a, z)| (a.as_secs_f64(), z.as_secs_f64()))
             .collect();
-        let who: Vec<String> = (cut_off..p.registrars).map(|i| format!("pr{i}")).collect();
+        let who: Vec<String> = hit.iter().map(|i| format!("pr{i}")).collect();
         let band_label = format!(
-            "{} ({} cut off)",
-            if p.flap.is_some() {
+            "{} ({} {verb})",
+            if p.flap.is_some() || p.outages.len() > 1 {
                 "outages"
             } else {
                 "outage"
@@ -1008,7 +1220,13 @@ mod tests {
     use super::*;
 
     fn plan(down: usize, outage: u64, duration: u64, sample_ms: u64) -> Plan {
+        let outages = if down > 0 {
+            vec![(OUTAGE_AT, OUTAGE_AT + Duration::from_secs(outage))]
+        } else {
+            Vec::new()
+        };
         Plan {
+            title: "rserpool sim takeover".into(),
             seed: 1,
             registrars: 3,
             pes: 10,
@@ -1021,11 +1239,15 @@ mod tests {
             sample: Duration::from_millis(sample_ms),
             csv: false,
             flap: None,
-            outages: if down > 0 {
-                vec![(OUTAGE_AT, OUTAGE_AT + Duration::from_secs(outage))]
-            } else {
-                Vec::new()
-            },
+            targets: vec![
+                Target {
+                    who: (3 - down..3).collect(),
+                    crash: None,
+                };
+                outages.len()
+            ],
+            outages,
+            events_text: None,
             svg: None,
             plot_step: Duration::from_secs(1),
         }

@@ -1,0 +1,381 @@
+//! `rserpool sim run FILE.toml`: the experiment of `sim takeover` with its
+//! parameters and reliability events (registrars cut off or crashed, once or
+//! flapping) read from a scenario file (see scenarios/ and
+//! docs/EXPERIMENTS.md).
+
+use super::takeover::{self, FINE, Plan, Target};
+use crate::node::config_error;
+use crate::node::duration::Dur;
+use crate::registrar::Balance;
+use rserpool_sim::CrashMode;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Examples and the file format, shown by `rserpool sim run --help`.
+pub const AFTER_HELP: &str = "\
+The scenario file (TOML; every key but `events` is optional, unknown keys \
+are errors):
+
+  seed = 1                  # world seed
+  duration = \"600s\"         # simulated time to run
+  sample = \"10s\"            # print a sample this often
+  policy = \"balanced\"       # off | xor | balanced
+  tolerance = 0.05          # balanced only
+  [registrars]
+  count = 5
+  [pes]
+  count = 1000
+  t4 = \"30s\"                # re-registration interval; life 3 x T4
+  [[events]]
+  at = \"60s\"                # when the first outage starts
+  kind = \"cut\"              # cut (each alone on a network side) | crash
+  registrars = [3, 4]       # indices, pr0 is 0
+  for = \"163s\"              # until the heal (cut) or the restart (crash)
+  every = \"60s\"             # optional: flapping, a new outage every period
+  cycles = 6                # with every: how many outages
+  crash = \"host\"            # crash only: host (peers notice by timeout) | process (ABORT)
+
+Outages must not overlap. The output is that of `sim takeover`; the summary \
+adds the time until max/mean <= 1.05 after the last recovery, the re-homing \
+(time from the start of an outage until the registrars it did not hit own \
+every PE, checked every 0.1 s for the first 120 s) and the PEs not registered \
+at the end.
+
+Examples:
+  rserpool sim run scenarios/draft-5x1000.toml
+  rserpool sim run scenarios/crash.toml --svg crash.svg
+  rserpool sim run scenarios/flapping.toml --duration 200s --csv";
+
+/// Flags of `rserpool sim run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The scenario file (TOML).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Simulated time to run, instead of the file's `duration`.
+    #[arg(long, value_name = "DUR")]
+    duration: Option<Dur>,
+    /// World seed, instead of the file's `seed`.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Print the samples as CSV (with a header row) and nothing else.
+    #[arg(long)]
+    csv: bool,
+    /// Also write an SVG chart of the ownership over time to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+/// A scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default = "one")]
+    seed: u64,
+    duration: Option<Dur>,
+    sample: Option<Dur>,
+    #[serde(default = "balanced")]
+    policy: Balance,
+    tolerance: Option<f64>,
+    #[serde(default)]
+    registrars: Registrars,
+    #[serde(default)]
+    pes: Pes,
+    #[serde(default)]
+    events: Vec<Event>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn balanced() -> Balance {
+    Balance::Balanced
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registrars {
+    count: usize,
+}
+
+impl Default for Registrars {
+    fn default() -> Self {
+        Self { count: 5 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pes {
+    #[serde(default = "thousand")]
+    count: usize,
+    t4: Option<Dur>,
+}
+
+fn thousand() -> usize {
+    1000
+}
+
+impl Default for Pes {
+    fn default() -> Self {
+        Self {
+            count: 1000,
+            t4: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Cut,
+    Crash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Crash {
+    Host,
+    Process,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Event {
+    at: Dur,
+    kind: Kind,
+    registrars: Vec<usize>,
+    #[serde(rename = "for")]
+    lasts: Dur,
+    every: Option<Dur>,
+    cycles: Option<u32>,
+    crash: Option<Crash>,
+}
+
+/// Runs the scenario of the file.
+pub fn run(args: Args) -> ExitCode {
+    match plan(&args) {
+        Ok(p) => takeover::run_plan(&p),
+        Err(e) => config_error(format!("{}: {e}", args.file.display())),
+    }
+}
+
+/// Reads and checks the file: the plan, or the reason in one line.
+fn plan(args: &Args) -> Result<Plan, String> {
+    let text = std::fs::read_to_string(&args.file).map_err(|e| e.to_string())?;
+    let f: File = toml::from_str(&text).map_err(|e| toml_error(&text, &e))?;
+    to_plan(f, args)
+}
+
+/// A TOML error in one line, with the line number.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+fn to_plan(f: File, args: &Args) -> Result<Plan, String> {
+    let registrars = f.registrars.count;
+    if registrars == 0 || registrars > 250 {
+        return Err("registrars.count must be 1 to 250".into());
+    }
+    let pes = f.pes.count;
+    if pes == 0 || pes > 60_000 {
+        return Err("pes.count must be 1 to 60000".into());
+    }
+    let balance = takeover::balance_policy(f.policy, f.tolerance, "tolerance")?;
+    let t4 = f.pes.t4.map_or(Duration::from_secs(30), |d| d.0);
+    if t4 < Duration::from_millis(100) {
+        return Err("pes.t4 must be at least 100ms".into());
+    }
+    let sample = f.sample.map_or(Duration::from_secs(10), |d| d.0);
+    if sample < FINE {
+        return Err("sample must be at least 100ms".into());
+    }
+    let (duration, key) = match (&args.duration, &f.duration) {
+        (Some(d), _) => (d.0, "--duration"),
+        (None, Some(d)) => (d.0, "duration"),
+        (None, None) => (Duration::from_secs(600), "duration"),
+    };
+    if duration.is_zero() || duration > Duration::from_secs(86_400) {
+        return Err(format!("{key} must be more than 0 and at most a day"));
+    }
+    let mut outages: Vec<((Duration, Duration), Target)> = Vec::new();
+    let mut texts = Vec::new();
+    for (n, e) in f.events.iter().enumerate() {
+        let name = format!("events[{n}]");
+        if e.registrars.is_empty() {
+            return Err(format!("{name}.registrars is empty"));
+        }
+        if let Some(r) = e.registrars.iter().find(|r| **r >= registrars) {
+            return Err(format!(
+                "{name}.registrars: {r} is not a registrar (0 to {})",
+                registrars - 1
+            ));
+        }
+        let mut who = e.registrars.clone();
+        who.sort_unstable();
+        who.dedup();
+        if who.len() == registrars {
+            return Err(format!(
+                "{name}.registrars must leave at least one registrar"
+            ));
+        }
+        if e.lasts.0.is_zero() {
+            return Err(format!("{name}.for must be more than 0"));
+        }
+        let crash = match (e.kind, e.crash) {
+            (Kind::Cut, Some(_)) => {
+                return Err(format!("{name}.crash applies only to kind \"crash\""));
+            }
+            (Kind::Cut, None) => None,
+            (Kind::Crash, None | Some(Crash::Host)) => Some(CrashMode::Host),
+            (Kind::Crash, Some(Crash::Process)) => Some(CrashMode::Process),
+        };
+        let (period, cycles) = match (e.every, e.cycles) {
+            (None, Some(_)) => return Err(format!("{name}.cycles applies only with every")),
+            (None, None) => (None, 1),
+            (Some(p), _) if p.0 <= e.lasts.0 => {
+                return Err(format!("{name}.every must be longer than for"));
+            }
+            (Some(_), Some(c)) if !(1..=10_000).contains(&c) => {
+                return Err(format!("{name}.cycles must be 1 to 10000"));
+            }
+            (Some(p), c) => (Some(p.0), c.unwrap_or(6)),
+        };
+        let names: Vec<String> = who.iter().map(|r| format!("pr{r}")).collect();
+        let verb = match crash {
+            None => "unreachable",
+            Some(CrashMode::Host) => "crashed (host)",
+            Some(CrashMode::Process) => "crashed (process)",
+        };
+        let mut text = format!(
+            "{} {verb} from {} for {}",
+            names.join(" "),
+            secs(e.at.0),
+            secs(e.lasts.0)
+        );
+        if let Some(p) = period {
+            text += &format!(" in every {}, {cycles} times", secs(p));
+        }
+        texts.push(text);
+        for k in 0..cycles {
+            let cut = e.at.0 + period.unwrap_or_default() * k;
+            let target = Target {
+                who: who.clone(),
+                crash,
+            };
+            outages.push(((cut, cut + e.lasts.0), target));
+        }
+    }
+    outages.sort_by_key(|o| o.0);
+    for w in outages.windows(2) {
+        if w[1].0.0 < w[0].0.1 {
+            return Err(format!(
+                "events overlap: an outage from {} to {} and one from {}",
+                secs(w[0].0.0),
+                secs(w[0].0.1),
+                secs(w[1].0.0)
+            ));
+        }
+    }
+    let flap = (outages.len() > 1).then(|| {
+        let first = outages[0].0.0;
+        (outages[1].0.0 - first, outages.len() as u32)
+    });
+    let (outages, targets): (Vec<_>, Vec<_>) = outages.into_iter().unzip();
+    let events_text = if texts.is_empty() {
+        "none".to_string()
+    } else {
+        texts.join("; ")
+    };
+    Ok(Plan {
+        title: format!("rserpool sim run {}", args.file.display()),
+        seed: args.seed.unwrap_or(f.seed),
+        registrars,
+        pes,
+        down: targets.first().map_or(0, |t: &Target| t.who.len()),
+        outage: outages.first().map_or(Duration::ZERO, |o| o.1 - o.0),
+        policy: f.policy,
+        balance,
+        t4,
+        duration,
+        sample,
+        csv: args.csv,
+        flap,
+        outages,
+        targets,
+        events_text: Some(events_text),
+        svg: args.svg.clone(),
+        plot_step: takeover::plot_step(duration),
+    })
+}
+
+/// A duration as seconds, without decimals when whole.
+fn secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> Args {
+        Args {
+            file: PathBuf::from("test.toml"),
+            duration: None,
+            seed: None,
+            csv: false,
+            svg: None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Plan, String> {
+        let f: File = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        to_plan(f, &args())
+    }
+
+    #[test]
+    fn flapping_events_expand_to_outages() {
+        let p = parse(
+            "[[events]]\nat = \"60s\"\nkind = \"cut\"\nregistrars = [4]\nfor = \"20s\"\nevery = \"60s\"\ncycles = 3\n",
+        )
+        .expect("a valid file");
+        let s = Duration::from_secs;
+        assert_eq!(
+            p.outages,
+            [(s(60), s(80)), (s(120), s(140)), (s(180), s(200))]
+        );
+        assert_eq!(p.targets[2].who, [4]);
+        assert_eq!(p.flap, Some((s(60), 3)));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = parse("seed = 1\nbogus = 2\n").err().expect("an error");
+        assert!(e.contains("bogus") && e.starts_with("line 2:"), "{e}");
+        let e = parse("[[events]]\nat = \"1s\"\nkind = \"cut\"\nregistrars = [5]\nfor = \"1s\"\n")
+            .err()
+            .expect("an error");
+        assert!(e.contains("events[0].registrars"), "{e}");
+        let e = parse(
+            "[[events]]\nat = \"1s\"\nkind = \"cut\"\nregistrars = [1]\nfor = \"10s\"\n\
+             [[events]]\nat = \"5s\"\nkind = \"crash\"\nregistrars = [2]\nfor = \"10s\"\n",
+        )
+        .err()
+        .expect("an error");
+        assert!(e.contains("overlap"), "{e}");
+    }
+}

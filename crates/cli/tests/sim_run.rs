@@ -1,0 +1,120 @@
+//! `rserpool sim run FILE.toml` run as a process: every scenario file of
+//! scenarios/ runs (shortened with --duration) and prints a summary; a file
+//! with an unknown key or a bad value fails with one line and exit 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rserpool"))
+        .arg("sim")
+        .arg("run")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rserpool")
+}
+
+fn scenarios() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_scenario_file_runs_and_prints_a_summary() {
+    let files = scenarios();
+    assert!(files.len() >= 4, "{files:?}");
+    for f in &files {
+        // Long enough for the first outage (at 60 s) to start.
+        let o = run(&[f.to_str().expect("a UTF-8 path"), "--duration", "90s"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{}: {:?}\n{err}", f.display(), o.status);
+        let summary = out
+            .split("\nsummary:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{}: no summary in\n{out}", f.display()));
+        assert!(
+            summary.contains("  final (90 s): "),
+            "{}: {summary}",
+            f.display()
+        );
+        assert!(
+            summary.contains("  PEs lost: "),
+            "{}: {summary}",
+            f.display()
+        );
+        assert!(
+            summary.contains("  re-homing: "),
+            "{}: {summary}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn the_draft_scenario_matches_sim_takeover() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/draft-5x1000.toml");
+    let a = run(&[file.to_str().unwrap(), "--duration", "120s", "--csv"]);
+    let b = Command::new(env!("CARGO_BIN_EXE_rserpool"))
+        .args(["sim", "takeover", "--duration", "120s", "--csv"])
+        .output()
+        .expect("run rserpool");
+    assert!(a.status.success() && b.status.success());
+    assert!(!a.stdout.is_empty());
+    assert_eq!(a.stdout, b.stdout);
+}
+
+/// Runs a file with `text`; returns the exit code and stderr.
+fn bad(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("write the file");
+    let o = run(&[path.to_str().unwrap()]);
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8(o.stderr).expect("UTF-8");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("error: {}: ", path.display())),
+        "{err}"
+    );
+    (o.status.code(), err)
+}
+
+#[test]
+fn an_unknown_key_fails_naming_it() {
+    let (code, err) = bad("seed = 1\n[pes]\ncount = 10\nt5 = \"30s\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`t5`"), "{err}");
+    let (code, err) = bad(
+        "[[events]]\nat = \"60s\"\nkind = \"cut\"\nregistrars = [1]\nfor = \"10s\"\nperiod = \"1s\"\n",
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`period`"), "{err}");
+}
+
+#[test]
+fn bad_values_fail_with_one_line() {
+    let (code, err) = bad("policy = \"sometimes\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("sometimes"), "{err}");
+    let (code, err) = bad(
+        "[[events]]\nat = \"60s\"\nkind = \"cut\"\nregistrars = [0, 1, 2, 3, 4]\nfor = \"10s\"\n",
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("events[0].registrars"), "{err}");
+    let (code, err) = bad("duration = \"forever\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("duration") || err.contains("forever"), "{err}");
+}
