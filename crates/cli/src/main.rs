@@ -105,7 +105,9 @@ fn main() -> ExitCode {
             hsdump::run(args)
         }
         Command::Monitor(args) => {
-            init_tracing("warn");
+            // Log lines would be drawn over the terminal view; what goes
+            // wrong (a registrar not answering) is shown in the view itself.
+            init_tracing("error");
             monitor::run(args)
         }
         Command::Sim(args) => {
