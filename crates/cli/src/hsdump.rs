@@ -161,7 +161,7 @@ pub(crate) async fn read(
                 if as_peer {
                     let local = endpoint.local_addrs();
                     let port = local.first().map_or(0, |a| a.port());
-                    let ips = local.iter().map(|a| a.ip()).collect();
+                    let ips: Vec<_> = local.iter().map(|a| a.ip()).collect();
                     first.push(encode(EnrpMessage::Presence {
                         servers,
                         reply_required: false,

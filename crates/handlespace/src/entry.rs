@@ -26,12 +26,6 @@ pub struct PeEntry {
     pub(crate) counter: u32,
     /// The entry's share of its owner's PE checksum.
     pub(crate) contribution: u32,
-    /// Seeded 64-bit hash of the element, to recognise identical re-registrations.
-    pub(crate) fingerprint: u64,
-    /// Seeded 64-bit hash of the user transport, to recognise the same endpoint.
-    pub(crate) transport_hash: u64,
-    /// Seeded 64-bit hash of the ASAP transport.
-    pub(crate) asap_hash: u64,
     pub(crate) marked: bool,
 }
 

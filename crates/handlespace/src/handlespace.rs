@@ -12,7 +12,6 @@ use rand::RngCore;
 use rserpool_wire::checksum::pe_sum;
 use rserpool_wire::{PeId, PolicyType, PoolElement, PoolHandle, PrId, UserTransport};
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 use std::ops::Bound;
 
 mod custody;
@@ -132,8 +131,6 @@ pub struct Handlespace {
     timers: TimerQueue,
     /// What the home registrar keeps per PE (association, reports, acks).
     custody: Custodies,
-    /// Seeded hasher for element and transport fingerprints.
-    fingerprints: foldhash::fast::RandomState,
 }
 
 #[inline]
@@ -222,7 +219,6 @@ impl Handlespace {
             owners: Owners::default(),
             timers: TimerQueue::default(),
             custody: Custodies::default(),
-            fingerprints: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -375,11 +371,6 @@ impl Handlespace {
         };
         let pool = self.pools[p as usize].as_mut().expect("live pool");
         let contribution = pe_sum(&pool.handle, pe.id);
-        let (fingerprint, transport_hash, asap_hash) = (
-            self.fingerprints.hash_one(&pe),
-            self.fingerprints.hash_one(&pe.user_transport),
-            self.fingerprints.hash_one(&pe.asap_transport),
-        );
         let pool_pos = if pool.selection.draws_from_members() {
             pool.members.push(i);
             (pool.members.len() - 1) as u32
@@ -405,9 +396,6 @@ impl Handlespace {
             last_update: now,
             counter: 0,
             contribution,
-            fingerprint,
-            transport_hash,
-            asap_hash,
             marked: false,
         });
         self.len += 1;
@@ -421,15 +409,11 @@ impl Handlespace {
         now: u64,
     ) -> Result<RegisterOutcome, RegisterError> {
         let check = self.config.reject_id_collisions;
-        let fingerprint = self.fingerprints.hash_one(&pe);
-        let hash = self.fingerprints.hash_one(&pe.user_transport);
         let entry = self.e_mut(i);
-        if fingerprint == entry.fingerprint {
+        if entry.element == pe {
             // Identical attributes (the periodic re-registration): keep the
-            // stored element and drop the new one while it is still in
-            // cache, instead of freeing the stored one's cold allocations.
-            // Fingerprints are 64-bit and seeded per handlespace, so a
-            // collision is neither likely nor constructible by a sender.
+            // stored element. Addresses are inline, so the comparison reads
+            // only the entry's own cache lines.
             drop(pe);
             let previous_owner = entry.element.home_registrar;
             entry.last_update = now;
@@ -456,20 +440,19 @@ impl Handlespace {
                 previous_owner,
             });
         }
+        let same_transport = entry.element.user_transport == pe.user_transport;
         if check
-            && hash != entry.transport_hash
+            && !same_transport
             && !same_endpoint(&entry.element.user_transport, &pe.user_transport)
         {
             return Err(RegisterError::NonUniquePeId);
         }
-        let asap_hash = self.fingerprints.hash_one(&pe.asap_transport);
         let entry = self.entries[i as usize].as_mut().expect("live entry");
         let from = entry.element.home_registrar;
         let to = pe.home_registrar;
         let reselect = entry.counter != 0 || entry.element.policy != pe.policy;
-        // Field by field: transports that did not change (equal hashes) stay,
-        // so a load update frees the new, cache-hot copies rather than the
-        // stored ones.
+        // Field by field: a transport that did not change stays, so that an
+        // opaque one keeps its private copy (below).
         let PoolElement {
             id: _,
             home_registrar,
@@ -481,7 +464,7 @@ impl Handlespace {
         entry.element.home_registrar = home_registrar;
         entry.element.registration_life = registration_life;
         entry.element.policy = policy;
-        if hash != entry.transport_hash {
+        if !same_transport {
             entry.element.user_transport = match user_transport {
                 UserTransport::Opaque(b) => {
                     UserTransport::Opaque(bytes::Bytes::copy_from_slice(&b))
@@ -489,12 +472,9 @@ impl Handlespace {
                 t => t,
             };
         }
-        if asap_hash != entry.asap_hash {
+        if entry.element.asap_transport != asap_transport {
             entry.element.asap_transport = asap_transport;
         }
-        entry.fingerprint = fingerprint;
-        entry.transport_hash = hash;
-        entry.asap_hash = asap_hash;
         entry.last_update = now;
         entry.marked = false;
         entry.counter = 0;
@@ -538,10 +518,8 @@ impl Handlespace {
             Some(to) => self.owners.add(to, i, contribution),
             None => 0,
         };
-        let fingerprints = &self.fingerprints;
         let e = self.entries[i as usize].as_mut().expect("live entry");
         e.element.home_registrar = to;
-        e.fingerprint = fingerprints.hash_one(&e.element);
     }
 
     /// Removes PE `pe` of pool `handle`; `None` if it is not registered.

@@ -26,11 +26,10 @@
 //! | RAND | member array | resolve O(k) |
 //! | WRAND, RLU family, WRAND-DPF | Fenwick tree of weights | update O(log n), resolve O(k log n) |
 //! | ownership | per-registrar member array, count and checksum | O(1) |
-//! | deadlines | binary heap, lazy re-arm | next O(1), arm O(log n), later re-arm O(1) |
+//! | deadlines | radix heap (monotone), lazy re-arm | next O(1), arm O(1), pop amortised O(bits) |
 //! | custody (registration association, unreachability reports, outstanding keep-alive) | side array; per-association intrusive lists | O(1); an association's PEs O(its PEs) |
 //!
-//! Identical re-registrations are recognised by a seeded 64-bit fingerprint
-//! of the element and keep the stored copy. Performance figures against the
+//! Identical re-registrations keep the stored copy. Performance figures against the
 //! reference implementation are in `docs/PERFORMANCE.md` (bench:
 //! `cargo bench -p rserpool-handlespace --bench handlespace`).
 //!

@@ -59,7 +59,7 @@ fn inconsistent_transport_type_is_rejected_with_cause_7() {
     tcp.user_transport = UserTransport::Address(TransportAddress {
         protocol: Protocol::Tcp,
         port: 80,
-        addresses: vec![addr(2)],
+        addresses: vec![addr(2)].into(),
     });
     let c = hs.register(&h, tcp, 0).unwrap_err().cause();
     assert_eq!(c.code, CauseCode::InconsistentTransportType);
@@ -90,7 +90,7 @@ fn unknown_policy_is_rejected_with_invalid_values() {
     let mut hs = Handlespace::default();
     let p = Policy::Unknown {
         code: 0,
-        data: bytes::Bytes::new(),
+        data: Box::default(),
     };
     let c = hs.register(&ph("P"), pe(1, 1, p), 0).unwrap_err().cause();
     assert_eq!(c.code, CauseCode::InvalidValues);

@@ -26,6 +26,7 @@
 //! assert_eq!(msg.to_string(), "ASAP_HANDLE_RESOLUTION handle=EchoPool items=3");
 //! ```
 
+mod addrs;
 mod asap;
 mod cause;
 pub mod checksum;
@@ -40,6 +41,7 @@ mod pool_element;
 mod server_info;
 mod transport;
 
+pub use addrs::IpAddrs;
 pub use asap::{AsapMessage, AsapType};
 pub use cause::{CauseCode, ErrorCause, MAX_ECHOED};
 pub use checksum::PeChecksum;

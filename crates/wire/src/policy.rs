@@ -4,7 +4,6 @@
 use crate::codec::{RawParam, Writer};
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::param::ParamType;
-use bytes::Bytes;
 use std::fmt;
 
 /// A policy type code, known or not (RFC 5356 §7.1).
@@ -171,7 +170,7 @@ pub enum Policy {
     },
     /// A policy this crate does not know, kept with its raw data so it can be
     /// relayed; encoding refuses a code of a known policy type.
-    Unknown { code: u32, data: Bytes },
+    Unknown { code: u32, data: Box<[u8]> },
 }
 
 impl Policy {
@@ -326,7 +325,7 @@ impl Policy {
         if let PolicyType::Unknown(code) = t {
             return Ok(Self::Unknown {
                 code,
-                data: v.rest(),
+                data: v.rest()[..].into(),
             });
         }
         let n = v.remaining() / 4;
@@ -360,7 +359,7 @@ impl Policy {
             .find_map(|n| Self::from_values(t, &[0u32; 4][..n]))
             .unwrap_or(Self::Unknown {
                 code: t.code(),
-                data: Bytes::new(),
+                data: Box::default(),
             })
     }
 

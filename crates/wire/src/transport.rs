@@ -1,5 +1,6 @@
 //! Address and transport parameters (RFC 5354 §3.1-3.7 and §3.16).
 
+use crate::IpAddrs;
 use crate::codec::{Context, RawParam, Reader, Writer};
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::limits::MAX_ADDRESSES;
@@ -75,16 +76,16 @@ pub struct TransportAddress {
     /// The port.
     pub port: u16,
     /// The addresses: one or more for SCTP, exactly one otherwise.
-    pub addresses: Vec<IpAddr>,
+    pub addresses: IpAddrs,
 }
 
 impl TransportAddress {
     /// An SCTP transport.
-    pub fn sctp(port: u16, transport_use: TransportUse, addresses: Vec<IpAddr>) -> Self {
+    pub fn sctp(port: u16, transport_use: TransportUse, addresses: impl Into<IpAddrs>) -> Self {
         Self {
             protocol: Protocol::Sctp(transport_use),
             port,
-            addresses,
+            addresses: addresses.into(),
         }
     }
 
@@ -166,7 +167,7 @@ impl TransportAddress {
         Ok(Self {
             protocol,
             port,
-            addresses,
+            addresses: addresses.into(),
         })
     }
 

@@ -209,7 +209,7 @@ fn unknown_policy_with_a_known_code_is_refused() {
             UserTransport::Opaque(Bytes::new()),
             Policy::Unknown {
                 code,
-                data: Bytes::copy_from_slice(data),
+                data: data.into(),
             },
         ));
         let e = encode_after_prefix(&m).expect_err(&m.to_string());
@@ -231,7 +231,7 @@ fn unknown_policy_with_a_known_code_is_refused() {
         UserTransport::Opaque(Bytes::new()),
         Policy::Unknown {
             code: 0x8000_0001,
-            data: Bytes::from_static(&[1, 2, 3]),
+            data: Box::new([1, 2, 3]),
         },
     )));
 }

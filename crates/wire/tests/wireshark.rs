@@ -647,14 +647,14 @@ fn sctp(port: u16, ctrl: bool, addrs: &[&str]) -> TransportAddress {
     } else {
         TransportUse::DataOnly
     };
-    TransportAddress::sctp(port, u, addrs.iter().map(|a| ip(a)).collect())
+    TransportAddress::sctp(port, u, addrs.iter().map(|a| ip(a)).collect::<IpAddrs>())
 }
 
 fn other(protocol: Protocol, port: u16, addr: &str) -> UserTransport {
     UserTransport::Address(TransportAddress {
         protocol,
         port,
-        addresses: vec![ip(addr)],
+        addresses: vec![ip(addr)].into(),
     })
 }
 
@@ -780,7 +780,7 @@ fn samples() -> Samples {
         other(Protocol::Udp, 5353, "2001:db8::53"),
         Policy::Unknown {
             code: 0x8000_0042,
-            data: Bytes::from_static(&[1, 2, 3, 4, 5]),
+            data: Box::new([1, 2, 3, 4, 5]),
         },
         false,
     );
@@ -897,7 +897,7 @@ fn samples() -> Samples {
                 TransportAddress {
                     protocol: Protocol::Tcp,
                     port: 3863,
-                    addresses: vec![ip("192.0.2.1")],
+                    addresses: vec![ip("192.0.2.1")].into(),
                 },
             ],
         },

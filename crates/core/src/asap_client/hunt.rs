@@ -306,7 +306,7 @@ mod tests {
         let tcp = TransportAddress {
             protocol: Protocol::Tcp,
             port: 3863,
-            addresses: vec!["192.0.2.7".parse().unwrap()],
+            addresses: vec!["192.0.2.7".parse().unwrap()].into(),
         };
         assert_eq!(
             h.learn(t(0), from, PrId::new(1).unwrap(), &[tcp]),

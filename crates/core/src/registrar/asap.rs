@@ -1,6 +1,7 @@
 //! The registrar's ASAP side (RFC 5352): registration, deregistration,
 //! handle resolution, keep-alives and unreachability reports.
 
+use super::association::PeerAddrs;
 use super::{Registrar, RegistrarEvent, RemovalReason};
 use crate::io::{AssocId, Destination, DownReason, Transmit};
 use crate::time::Instant;
@@ -267,7 +268,7 @@ impl Registrar {
             .associations
             .get(&assoc)
             .and_then(|a| a.peer.first())
-            .map(SocketAddr::ip)
+            .map(|a| a.ip())
         else {
             return;
         };
@@ -440,21 +441,18 @@ impl Registrar {
 /// Fills in unspecified user-transport addresses from the association and
 /// rejects addresses the PE does not own (RFC 5352 §3.1 R1: the PE's
 /// addresses must be a subset of its association's).
-fn adopt_user_addresses(t: &mut UserTransport, peer: &[SocketAddr]) -> Result<(), ErrorCause> {
+fn adopt_user_addresses(t: &mut UserTransport, peer: &PeerAddrs) -> Result<(), ErrorCause> {
     let UserTransport::Address(ta) = t else {
         return Ok(());
     };
-    let own: Vec<IpAddr> = peer.iter().map(SocketAddr::ip).collect();
+    let own = peer.iter().map(|a| a.ip());
     if ta.addresses.iter().all(IpAddr::is_unspecified) {
-        let mut ips = own.clone();
-        if !matches!(ta.protocol, Protocol::Sctp(_)) {
-            ips.truncate(1);
-        }
-        ta.addresses = ips;
+        let one = !matches!(ta.protocol, Protocol::Sctp(_));
+        ta.addresses = own.take(if one { 1 } else { usize::MAX }).collect();
         return Ok(());
     }
-    let loopback_peer = own.iter().all(IpAddr::is_loopback);
-    if loopback_peer || ta.addresses.iter().all(|a| own.contains(a)) {
+    let loopback_peer = own.clone().all(|a| a.is_loopback());
+    if loopback_peer || ta.addresses.iter().all(|a| own.clone().any(|o| o == *a)) {
         Ok(())
     } else {
         // Invalid Values carries the offending parameter: the user transport.
@@ -465,12 +463,14 @@ fn adopt_user_addresses(t: &mut UserTransport, peer: &[SocketAddr]) -> Result<()
 }
 
 /// The SCTP transport a PE registered from: the association's peer addresses.
-fn asap_transport_of(peer: &[SocketAddr]) -> TransportAddress {
-    let port = peer.first().map_or(0, SocketAddr::port);
+fn asap_transport_of(peer: &PeerAddrs) -> TransportAddress {
+    let port = peer.first().map_or(0, |a| a.port());
     TransportAddress::sctp(
         port,
         TransportUse::DataOnly,
-        peer.iter().map(SocketAddr::ip).collect(),
+        peer.iter()
+            .map(|a| a.ip())
+            .collect::<rserpool_wire::IpAddrs>(),
     )
 }
 

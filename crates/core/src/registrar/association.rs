@@ -6,13 +6,13 @@
 use super::config::RateLimit;
 use crate::time::Instant;
 use rserpool_wire::PrId;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 /// One association that is up.
 #[derive(Debug)]
 pub(super) struct Association {
     /// The peer endpoint's addresses.
-    pub(super) peer: Box<[SocketAddr]>,
+    pub(super) peer: PeerAddrs,
     /// The registrar that spoke ENRP over it first; nobody else may.
     pub(super) registrar: Option<PrId>,
     /// Budget of handle resolutions.
@@ -24,7 +24,7 @@ pub(super) struct Association {
 impl Association {
     pub(super) fn new(peer: Vec<SocketAddr>, now: Instant, r: RateLimit, u: RateLimit) -> Self {
         Self {
-            peer: peer.into_boxed_slice(),
+            peer: PeerAddrs::new(peer),
             registrar: None,
             resolutions: Bucket::full(now, r),
             reports: Bucket::full(now, u),
@@ -32,25 +32,73 @@ impl Association {
     }
 }
 
-/// A token bucket (f32 tokens and the time of the last refill).
+/// The addresses of an association's peer: one IPv4 address (nearly every
+/// PE and PU) inline, any other set boxed. Inline, a registrar holding an
+/// association per PE saves a heap block per PE.
+#[derive(Debug, Clone)]
+pub(super) enum PeerAddrs {
+    V4(SocketAddrV4),
+    Other(Box<[SocketAddr]>),
+}
+
+impl PeerAddrs {
+    pub(super) fn new(addrs: Vec<SocketAddr>) -> Self {
+        match addrs.as_slice() {
+            [SocketAddr::V4(a)] => Self::V4(*a),
+            _ => Self::Other(addrs.into_boxed_slice()),
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = SocketAddr> + Clone + '_ {
+        let (one, rest) = match self {
+            Self::V4(a) => (Some(SocketAddr::V4(*a)), &[][..]),
+            Self::Other(v) => (None, &v[..]),
+        };
+        one.into_iter().chain(rest.iter().copied())
+    }
+
+    pub(super) fn first(&self) -> Option<SocketAddr> {
+        self.iter().next()
+    }
+
+    pub(super) fn to_vec(&self) -> Vec<SocketAddr> {
+        self.iter().collect()
+    }
+}
+
+/// A token bucket: f32 tokens and the time of the last refill in
+/// milliseconds, wrapping (8 bytes: a registrar holds one association per
+/// PE process, and at 10^6 of them every byte here is a megabyte).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Bucket {
     tokens: f32,
-    at: Instant,
+    at_ms: u32,
+}
+
+/// Milliseconds of `t`, wrapping every 49.7 days.
+fn ms(t: Instant) -> u32 {
+    (t.as_micros() / 1000) as u32
 }
 
 impl Bucket {
     fn full(now: Instant, limit: RateLimit) -> Self {
         Self {
             tokens: limit.burst as f32,
-            at: now,
+            at_ms: ms(now),
         }
     }
 
     /// Takes one token if there is one.
     pub(super) fn take(&mut self, now: Instant, limit: RateLimit) -> bool {
-        let dt = now.saturating_since(self.at).as_secs_f64();
-        self.at = now;
+        // Time never goes back; a wrapped difference above half the range
+        // is a bucket untouched for weeks, which is full anyway.
+        let elapsed = ms(now).wrapping_sub(self.at_ms);
+        let dt = if elapsed > u32::MAX / 2 {
+            f64::INFINITY
+        } else {
+            f64::from(elapsed) / 1000.0
+        };
+        self.at_ms = ms(now);
         self.tokens = (f64::from(self.tokens) + dt * limit.rate).min(limit.burst) as f32;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -123,7 +123,7 @@ impl Registrar {
             // association, not per message (updates arrive by the thousand).
             return true;
         }
-        let refusal = if !self.admission.admits(&a.peer) {
+        let refusal = if !self.admission.admits(&a.peer.to_vec()) {
             Some(super::Refusal::EnrpStranger)
         } else if a.registrar.is_some_and(|r| r != sender) {
             Some(super::Refusal::EnrpImpersonation)
@@ -1136,7 +1136,7 @@ fn peer_information(p: &super::Peer) -> Option<rserpool_wire::ServerInformation>
                 .iter()
                 .filter(|a| a.port() == first.port())
                 .map(SocketAddr::ip)
-                .collect(),
+                .collect::<rserpool_wire::IpAddrs>(),
         ),
     })
 }

@@ -491,10 +491,7 @@ impl Registrar {
     /// [`REFUSAL_LOG_INTERVAL`].
     fn refuse(&mut self, now: Instant, assoc: AssocId, what: Refusal) {
         self.stats.refused.count(what);
-        let source = self
-            .associations
-            .get(&assoc)
-            .and_then(|a| a.peer.first().copied());
+        let source = self.associations.get(&assoc).and_then(|a| a.peer.first());
         let ip = source.map(|s| s.ip());
         let due = ip.is_none_or(|ip| {
             self.refusal_log

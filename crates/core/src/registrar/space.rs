@@ -100,8 +100,8 @@ impl Space {
     /// Takes a per-PE deadline due at `now`.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<(EntryId, TimerKind)> {
         self.hs
-            .pop_expired(now.as_micros())
-            .map(|x| (x.entry, x.kind))
+            .pop_due(now.as_micros())
+            .map(|(_, entry, kind)| (entry, kind))
     }
 
     /// Handle resolution by the pool's policy; the overall policy goes in the response.

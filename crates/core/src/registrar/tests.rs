@@ -36,7 +36,7 @@ fn element(id: u32, n: u8, policy: Policy) -> PoolElement {
         user_transport: UserTransport::Address(TransportAddress {
             protocol: Protocol::Sctp(TransportUse::DataOnly),
             port: 5000,
-            addresses: vec![pe_addr(n).ip()],
+            addresses: vec![pe_addr(n).ip()].into(),
         }),
         policy,
         asap_transport: None,

@@ -59,7 +59,7 @@ impl Handlespace {
     /// Takes the earliest deadline if it is at or before `now`, disarming it
     /// (the entry itself stays). Call until `None`.
     pub fn pop_expired(&mut self, now: u64) -> Option<Expired> {
-        let (deadline, i, kind) = self.timers.pop_due(now)?;
+        let (deadline, EntryId(i), kind) = self.pop_due(now)?;
         let e = self.e(i);
         Some(Expired {
             entry: EntryId(i),
@@ -68,6 +68,13 @@ impl Handlespace {
             kind,
             deadline,
         })
+    }
+
+    /// [`Self::pop_expired`] without naming the PE: the deadline, its entry
+    /// and kind (the registrar's path, which works by entry).
+    #[inline]
+    pub fn pop_due(&mut self, now: u64) -> Option<(u64, EntryId, TimerKind)> {
+        self.timers.pop_due(now).map(|(d, i, k)| (d, EntryId(i), k))
     }
 
     /// Number of armed deadlines.

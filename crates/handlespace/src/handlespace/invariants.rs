@@ -3,7 +3,6 @@
 use super::{Handlespace, key};
 use rserpool_wire::PeId;
 use rserpool_wire::checksum::pe_sum;
-use std::hash::BuildHasher;
 use std::ops::Bound;
 
 impl Handlespace {
@@ -38,12 +37,6 @@ impl Handlespace {
                 || pool.members.get(at.pool as usize) == Some(&i);
             if !in_members || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i) {
                 return Err(format!("entry {i}: pool indices disagree"));
-            }
-            if e.fingerprint != self.fingerprints.hash_one(&e.element)
-                || e.transport_hash != self.fingerprints.hash_one(&e.element.user_transport)
-                || e.asap_hash != self.fingerprints.hash_one(&e.element.asap_transport)
-            {
-                return Err(format!("entry {i}: stale fingerprint"));
             }
             if e.contribution != pe_sum(&pool.handle, e.element.id) {
                 return Err(format!("entry {i}: stale checksum contribution"));

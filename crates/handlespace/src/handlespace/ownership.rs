@@ -4,7 +4,6 @@
 use super::{Handlespace, OwnerChange, Removed};
 use crate::EntryId;
 use rserpool_wire::{PeChecksum, PeId, PoolHandle, PrId};
-use std::hash::BuildHasher;
 
 impl Handlespace {
     /// How many PEs `pr` owns.
@@ -63,7 +62,6 @@ impl Handlespace {
             self.pos[i as usize].owner = self.owners.add(to, i, contribution);
             let e = self.entries[i as usize].as_mut().expect("live entry");
             e.element.home_registrar = Some(to);
-            e.fingerprint = self.fingerprints.hash_one(&e.element);
             e.marked = false;
         }
         set.members.len()

@@ -109,7 +109,7 @@ pub fn transport() -> BoxedStrategy<TransportAddress> {
             (any::<u16>(), vec(ip(), n)).prop_map(move |(port, addresses)| TransportAddress {
                 protocol,
                 port,
-                addresses,
+                addresses: addresses.into(),
             })
         })
         .boxed()
@@ -197,7 +197,10 @@ pub fn policy() -> BoxedStrategy<Policy> {
                 distance,
             }
         }),
-        (unknown_policy_code(), opaque(24)).prop_map(|(code, data)| P::Unknown { code, data }),
+        (unknown_policy_code(), opaque(24)).prop_map(|(code, data)| P::Unknown {
+            code,
+            data: data[..].into()
+        }),
     ]
     .boxed()
 }
