@@ -59,6 +59,14 @@ fn every_scenario_file_runs_and_prints_a_summary() {
     }
 }
 
+/// The CSV rows, each cut after `columns` fields.
+fn columns(csv: &[u8], columns: usize) -> Vec<String> {
+    String::from_utf8_lossy(csv)
+        .lines()
+        .map(|l| l.split(',').take(columns).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
 #[test]
 fn the_draft_scenario_matches_sim_takeover() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/draft-5x1000.toml");
@@ -69,7 +77,44 @@ fn the_draft_scenario_matches_sim_takeover() {
         .expect("run rserpool");
     assert!(a.status.success() && b.status.success());
     assert!(!a.stdout.is_empty());
-    assert_eq!(a.stdout, b.stdout);
+    // `sim run` adds the registrars' message rates after the columns of
+    // `sim takeover` (5 registrars: 12 columns).
+    assert_eq!(columns(&a.stdout, 12), columns(&b.stdout, usize::MAX));
+}
+
+#[test]
+fn the_csv_has_each_registrars_messages_per_second() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/draft-5x1000.toml");
+    let o = run(&[file.to_str().unwrap(), "--duration", "90s", "--csv"]);
+    assert!(o.status.success());
+    // Not a terminal: no progress bar, nothing at all on stderr.
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).expect("UTF-8");
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    let rates: Vec<String> = (0..5).map(|i| format!("msgs_per_s_pr{i}")).collect();
+    assert_eq!(
+        rows[0][12..],
+        rates.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(rows[1][12..], ["-"; 5], "no interval before the first row");
+    let rate = |row: &[&str], i: usize| -> f64 { row[12 + i].parse().expect("a number") };
+    // At 50 s every registrar serves PEs; from 60 s pr3 and pr4 are cut
+    // off and hear nothing (what they still try to send stays).
+    let at_50 = &rows[6];
+    assert_eq!(at_50[0], "50.0");
+    assert!((0..5).all(|i| rate(at_50, i) > 1.0), "{at_50:?}");
+    let at_80 = &rows[9];
+    assert_eq!((at_80[0], at_80[1]), ("80.0", "outage"));
+    let survivor = rate(at_80, 0);
+    assert!(survivor > 10.0, "{at_80:?}");
+    assert!(
+        rate(at_80, 3) < survivor / 10.0 && rate(at_80, 4) < survivor / 10.0,
+        "{at_80:?}"
+    );
 }
 
 /// Runs a file with `text`; returns the exit code and stderr.

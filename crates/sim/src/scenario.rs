@@ -45,11 +45,20 @@ pub struct ScenarioBuilder {
     pool_users: Vec<NodeId>,
 }
 
-/// The address of the `i`-th node of the role numbered `role`: 10.role.x.y.
+/// The most nodes of one role [`ScenarioBuilder`] can address.
+pub const MAX_PER_ROLE: usize = (1 << 20) - 1;
+
+/// The address of the `i`-th node of the role numbered `role` (1 to 15):
+/// 10.(role + 16 k).x.y, where k.x.y is the 20-bit number `i + 1`. The
+/// first 65,535 nodes of a role keep the 10.role.x.y they always had, so a
+/// seed's runs stay the same; beyond them a role takes every 16th second
+/// octet, which no other role uses.
 fn plan(role: u8, i: usize, port: u16) -> SocketAddr {
-    let n = u32::try_from(i + 1).expect("fewer than 2^16 nodes per role");
-    assert!(n < 1 << 16, "fewer than 2^16 nodes per role");
-    let ip = Ipv4Addr::new(10, role, (n >> 8) as u8, (n & 0xff) as u8);
+    assert!((1..16).contains(&role), "role numbers are 1 to 15");
+    assert!(i < MAX_PER_ROLE, "at most {MAX_PER_ROLE} nodes per role");
+    let n = (i + 1) as u32;
+    let high = role + 16 * (n >> 16) as u8;
+    let ip = Ipv4Addr::new(10, high, (n >> 8) as u8, n as u8);
     SocketAddr::new(IpAddr::V4(ip), port)
 }
 
@@ -273,5 +282,29 @@ impl Scenario {
             .iter()
             .filter(|&&n| self.pool_element(n).is_some_and(PoolElement::is_registered))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_unique_up_to_a_million_nodes_per_role() {
+        let indices: std::collections::BTreeSet<usize> = (0..1_000_000)
+            .step_by(7)
+            .chain(65_530..65_540)
+            .chain([999_999])
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for role in 1..=3 {
+            for &i in &indices {
+                assert!(seen.insert(plan(role, i, 1)), "role {role} node {i}");
+            }
+        }
+        assert_eq!(plan(2, 0, 7000), "10.2.0.1:7000".parse().unwrap());
+        assert_eq!(plan(2, 65_534, 7000), "10.2.255.255:7000".parse().unwrap());
+        assert_eq!(plan(2, 65_535, 7000), "10.18.0.0:7000".parse().unwrap());
+        assert_eq!(plan(3, 999_999, 1), "10.243.66.64:1".parse().unwrap());
     }
 }

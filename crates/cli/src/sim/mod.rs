@@ -2,6 +2,7 @@
 //! `rserpool-sim` (the real registrar and pool element machines on virtual
 //! time), printed as they run; the same seed prints the same bytes.
 
+mod progress;
 mod run;
 mod svg;
 mod takeover;

@@ -3,11 +3,13 @@
 //! flapping) read from a scenario file (see scenarios/ and
 //! docs/EXPERIMENTS.md).
 
-use super::takeover::{self, FINE, Plan, Target};
+use super::takeover::{self, MAX_PES, Plan};
 use crate::node::config_error;
 use crate::node::duration::Dur;
 use crate::registrar::Balance;
 use rserpool_sim::CrashMode;
+use rserpool_sim::experiments::events;
+use rserpool_sim::experiments::takeover::{self as experiment, FINE};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,11 +39,14 @@ are errors):
   cycles = 6                # with every: how many outages
   crash = \"host\"            # crash only: host (peers notice by timeout) | process (ABORT)
 
-Outages must not overlap. The output is that of `sim takeover`; the summary \
-adds the time until max/mean <= 1.05 after the last recovery, the re-homing \
-(time from the start of an outage until the registrars it did not hit own \
-every PE, checked every 0.1 s for the first 120 s) and the PEs not registered \
-at the end.
+Outages must not overlap. The output is that of `sim takeover`; the --csv \
+rows end with msgs_per_s_pr0, msgs_per_s_pr1, ...: the ASAP and ENRP \
+messages each registrar sent and received per second since the previous row \
+(its workload). A run longer than a few seconds shows a progress bar on \
+stderr if stderr is a terminal. The summary adds the time until max/mean \
+<= 1.05 after the last recovery, the re-homing (time from the start of an \
+outage until the registrars it did not hit own every PE, checked every 0.1 s \
+for the first 120 s) and the PEs not registered at the end.
 
 Examples:
   rserpool sim run scenarios/draft-5x1000.toml
@@ -60,7 +65,8 @@ pub struct Args {
     /// World seed, instead of the file's `seed`.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
-    /// Print the samples as CSV (with a header row) and nothing else.
+    /// Print the samples as CSV (with a header row) and nothing else; the
+    /// rows end with each registrar's messages per second.
     #[arg(long)]
     csv: bool,
     /// Also write an SVG chart of the ownership over time to FILE.
@@ -188,10 +194,10 @@ fn to_plan(f: File, args: &Args) -> Result<Plan, String> {
         return Err("registrars.count must be 1 to 250".into());
     }
     let pes = f.pes.count;
-    if pes == 0 || pes > 60_000 {
-        return Err("pes.count must be 1 to 60000".into());
+    if pes == 0 || pes > MAX_PES {
+        return Err(format!("pes.count must be 1 to {MAX_PES}"));
     }
-    let balance = takeover::balance_policy(f.policy, f.tolerance, "tolerance")?;
+    let balance = experiment::balance_policy(takeover::policy(f.policy), f.tolerance, "tolerance")?;
     let t4 = f.pes.t4.map_or(Duration::from_secs(30), |d| d.0);
     if t4 < Duration::from_millis(100) {
         return Err("pes.t4 must be at least 100ms".into());
@@ -208,124 +214,55 @@ fn to_plan(f: File, args: &Args) -> Result<Plan, String> {
     if duration.is_zero() || duration > Duration::from_secs(86_400) {
         return Err(format!("{key} must be more than 0 and at most a day"));
     }
-    let mut outages: Vec<((Duration, Duration), Target)> = Vec::new();
-    let mut texts = Vec::new();
-    for (n, e) in f.events.iter().enumerate() {
-        let name = format!("events[{n}]");
-        if e.registrars.is_empty() {
-            return Err(format!("{name}.registrars is empty"));
-        }
-        if let Some(r) = e.registrars.iter().find(|r| **r >= registrars) {
-            return Err(format!(
-                "{name}.registrars: {r} is not a registrar (0 to {})",
-                registrars - 1
-            ));
-        }
-        let mut who = e.registrars.clone();
-        who.sort_unstable();
-        who.dedup();
-        if who.len() == registrars {
-            return Err(format!(
-                "{name}.registrars must leave at least one registrar"
-            ));
-        }
-        if e.lasts.0.is_zero() {
-            return Err(format!("{name}.for must be more than 0"));
-        }
-        let crash = match (e.kind, e.crash) {
-            (Kind::Cut, Some(_)) => {
-                return Err(format!("{name}.crash applies only to kind \"crash\""));
-            }
-            (Kind::Cut, None) => None,
-            (Kind::Crash, None | Some(Crash::Host)) => Some(CrashMode::Host),
-            (Kind::Crash, Some(Crash::Process)) => Some(CrashMode::Process),
-        };
-        let (period, cycles) = match (e.every, e.cycles) {
-            (None, Some(_)) => return Err(format!("{name}.cycles applies only with every")),
-            (None, None) => (None, 1),
-            (Some(p), _) if p.0 <= e.lasts.0 => {
-                return Err(format!("{name}.every must be longer than for"));
-            }
-            (Some(_), Some(c)) if !(1..=10_000).contains(&c) => {
-                return Err(format!("{name}.cycles must be 1 to 10000"));
-            }
-            (Some(p), c) => (Some(p.0), c.unwrap_or(6)),
-        };
-        let names: Vec<String> = who.iter().map(|r| format!("pr{r}")).collect();
-        let verb = match crash {
-            None => "unreachable",
-            Some(CrashMode::Host) => "crashed (host)",
-            Some(CrashMode::Process) => "crashed (process)",
-        };
-        let mut text = format!(
-            "{} {verb} from {} for {}",
-            names.join(" "),
-            secs(e.at.0),
-            secs(e.lasts.0)
-        );
-        if let Some(p) = period {
-            text += &format!(" in every {}, {cycles} times", secs(p));
-        }
-        texts.push(text);
-        for k in 0..cycles {
-            let cut = e.at.0 + period.unwrap_or_default() * k;
-            let target = Target {
-                who: who.clone(),
-                crash,
-            };
-            outages.push(((cut, cut + e.lasts.0), target));
-        }
-    }
-    outages.sort_by_key(|o| o.0);
-    for w in outages.windows(2) {
-        if w[1].0.0 < w[0].0.1 {
-            return Err(format!(
-                "events overlap: an outage from {} to {} and one from {}",
-                secs(w[0].0.0),
-                secs(w[0].0.1),
-                secs(w[1].0.0)
-            ));
-        }
-    }
-    let flap = (outages.len() > 1).then(|| {
-        let first = outages[0].0.0;
-        (outages[1].0.0 - first, outages.len() as u32)
-    });
-    let (outages, targets): (Vec<_>, Vec<_>) = outages.into_iter().unzip();
-    let events_text = if texts.is_empty() {
+    let events: Vec<events::Event> = f
+        .events
+        .iter()
+        .map(|e| events::Event {
+            at: e.at.0,
+            kind: match e.kind {
+                Kind::Cut => events::Kind::Cut,
+                Kind::Crash => events::Kind::Crash,
+            },
+            registrars: e.registrars.clone(),
+            lasts: e.lasts.0,
+            every: e.every.map(|d| d.0),
+            cycles: e.cycles,
+            crash: e.crash.map(|c| match c {
+                Crash::Host => CrashMode::Host,
+                Crash::Process => CrashMode::Process,
+            }),
+        })
+        .collect();
+    let x = events::expand(&events, registrars)?;
+    let events_text = if x.descriptions.is_empty() {
         "none".to_string()
     } else {
-        texts.join("; ")
+        x.descriptions.join("; ")
     };
     Ok(Plan {
+        exp: experiment::Plan {
+            seed: args.seed.unwrap_or(f.seed),
+            registrars,
+            pes,
+            balance,
+            t4,
+            duration,
+            sample,
+            outages: x.outages.clone(),
+            targets: x.targets.clone(),
+            watch_rehoming: true,
+            plot_step: args.svg.is_some().then(|| experiment::plot_step(duration)),
+        },
         title: format!("rserpool sim run {}", args.file.display()),
-        seed: args.seed.unwrap_or(f.seed),
-        registrars,
-        pes,
-        down: targets.first().map_or(0, |t: &Target| t.who.len()),
-        outage: outages.first().map_or(Duration::ZERO, |o| o.1 - o.0),
+        down: x.targets.first().map_or(0, |t| t.who.len()),
+        outage: x.outages.first().map_or(Duration::ZERO, |o| o.1 - o.0),
         policy: f.policy,
-        balance,
-        t4,
-        duration,
-        sample,
         csv: args.csv,
-        flap,
-        outages,
-        targets,
+        flap: x.flap,
         events_text: Some(events_text),
+        rates: true,
         svg: args.svg.clone(),
-        plot_step: takeover::plot_step(duration),
     })
-}
-
-/// A duration as seconds, without decimals when whole.
-fn secs(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
 }
 
 #[cfg(test)]

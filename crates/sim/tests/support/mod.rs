@@ -7,19 +7,17 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rserpool_core::registrar::{Registrar, RegistrarConfig, RegistrarEvent};
-use rserpool_core::{
-    HuntConfig, Instant, PoolElement, PoolElementConfig, PoolUser, PoolUserConfig,
-};
-use rserpool_sim::{NodeId, NodeSpec, UserApp, World, WorldBuilder, WorldConfig};
+use rserpool_core::{Instant, PoolElement};
+use rserpool_sim::{NodeId, ScenarioBuilder, World, WorldConfig};
 pub use rserpool_sim::{Role, RoleEvent};
-use rserpool_wire::{
-    PeId, Policy, PoolHandle, PrId, TransportAddress, TransportUse, UserTransport,
-};
+use rserpool_wire::{PeId, Policy, PoolHandle, PrId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// How to build a scope.
+/// The tests' settings of a scope; [`Scope::build`] hands them to the
+/// library's [`ScenarioBuilder`], so the tests and the experiments lay out
+/// worlds the same way.
 #[derive(Clone)]
 pub struct ScopeConfig {
     /// World seed.
@@ -103,102 +101,51 @@ fn id32(seed: u64, salt: u64) -> Option<PrId> {
 }
 
 impl Scope {
-    /// Builds the world (nothing has run yet).
+    /// Builds the world (nothing has run yet) with the library's
+    /// [`ScenarioBuilder`], the one the experiments use: the settings of
+    /// `cfg` go in through its closures.
     pub fn build(cfg: &ScopeConfig) -> Self {
-        let mut b: WorldBuilder<Role> = WorldBuilder::new(cfg.seed).with_config(cfg.world.clone());
-        let n = cfg.registrars;
-        // Addresses first: registrars need each other's.
-        let pr_addrs: Vec<Vec<SocketAddr>> = (0..n)
-            .map(|i| vec![format!("10.1.0.{}:9901", i + 1).parse().unwrap()])
+        let mut b = ScenarioBuilder::new(cfg.seed);
+        *b.config_mut() = cfg.world.clone();
+        let seed = cfg.seed;
+        let prs = b.registrars(cfg.registrars, |pr| {
+            // The builder's addresses and peers, the template's rest.
+            let built = std::mem::replace(&mut pr.config, cfg.registrar.clone());
+            pr.config.asap_addresses = built.asap_addresses;
+            pr.config.enrp_addresses = built.enrp_addresses;
+            pr.config.peers = built.peers;
+            pr.config.id = Some(pr_id(seed, pr.index));
+        });
+        // In index order: the PEs shuffle this list, not the builder's
+        // rotated one, so each seed keeps the orders it always had.
+        let pr_addrs: Vec<Vec<SocketAddr>> = prs
+            .iter()
+            .map(|n| b.world_mut().addrs(*n).to_vec())
             .collect();
-        let mut prs = Vec::new();
-        for i in 0..n {
-            let mut rc = cfg.registrar.clone();
-            rc.id = Some(pr_id(cfg.seed, i));
-            rc.asap_addresses = pr_addrs[i].clone();
-            rc.enrp_addresses = pr_addrs[i].clone();
-            rc.peers = (0..n)
-                .filter(|j| *j != i)
-                .map(|j| pr_addrs[j].clone())
-                .collect();
-            let spec = NodeSpec::new(format!("pr{i}"), 9901).addrs(pr_addrs[i].clone());
-            prs.push(b.node(spec, move |s| {
-                Role::Registrar(Box::new(
-                    Registrar::new(rc.clone(), s.seed, s.now).expect("registrar config"),
-                ))
-            }));
-        }
-        let mut order = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
-        let pe_ids: Vec<PeId> = (0..cfg.pes).map(|i| pe_id(cfg.seed, i)).collect();
-        let mut pes = Vec::new();
-        for i in 0..cfg.pes {
-            let pe_ids = pe_ids.clone();
+        let mut order = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let m = cfg.pes;
+        let pes = b.pool_elements(m, &pool(), |pe| {
             let mut list = pr_addrs.clone();
             // Each PE knows the registrars in its own order, as deployments do.
             list.shuffle(&mut order);
-            let addr: SocketAddr = format!("10.2.{}.{}:4000", i / 250, i % 250 + 1)
-                .parse()
-                .unwrap();
+            pe.config.hunt.registrars = list;
+            pe.config.policy = cfg.policy.clone();
+            pe.config.registration_life = Some(cfg.pe_life);
+            pe.config.t4_reregistration = Some(cfg.pe_reregistration);
+            // In the configuration, so a restarted PE keeps its ID.
+            pe.config.pe_id = Some(pe_id(seed, pe.index));
             let start = Duration::from_secs_f64(
-                cfg.pe_start_spread.as_secs_f64() * (i as f64 + 0.5) / cfg.pes.max(1) as f64,
+                cfg.pe_start_spread.as_secs_f64() * (pe.index as f64 + 0.5) / m.max(1) as f64,
             );
-            let spec = NodeSpec::new(format!("pe{i}"), 4000)
-                .addrs(vec![addr])
-                .start_at(Instant::from_epoch(Duration::from_secs(1) + start));
-            let policy = cfg.policy.clone();
-            let (life, t4) = (cfg.pe_life, cfg.pe_reregistration);
-            pes.push(b.node(spec, move |s| {
-                let mut pc = PoolElementConfig::new(
-                    pool(),
-                    UserTransport::Address(TransportAddress::sctp(
-                        5000,
-                        TransportUse::DataOnly,
-                        vec![addr.ip()],
-                    )),
-                    policy.clone(),
-                );
-                pc.registration_life = Some(life);
-                pc.t4_reregistration = Some(t4);
-                pc.hunt = HuntConfig {
-                    registrars: list.clone(),
-                    ..HuntConfig::default()
-                };
-                // Keep the PE ID across restarts of the same node.
-                pc.pe_id = Some(pe_ids[i]);
-                Role::PoolElement(Box::new(
-                    PoolElement::new(pc, ChaCha8Rng::seed_from_u64(s.seed), s.now)
-                        .expect("pe config"),
-                ))
-            }));
-        }
-        let mut pus = Vec::new();
-        for i in 0..cfg.pus {
-            let addr: SocketAddr = format!("10.3.0.{}:4100", i + 1).parse().unwrap();
-            let list = pr_addrs.clone();
-            let spec = NodeSpec::new(format!("pu{i}"), 4100).addrs(vec![addr]);
-            pus.push(b.node(spec, move |s| {
-                Role::PoolUser(Box::new(UserApp::new(
-                    PoolUser::new(
-                        PoolUserConfig {
-                            hunt: HuntConfig {
-                                registrars: list.clone(),
-                                ..HuntConfig::default()
-                            },
-                            stale_cache_value: Duration::ZERO,
-                            handle_resolution_items: Some(128),
-                            ..PoolUserConfig::default()
-                        },
-                        ChaCha8Rng::seed_from_u64(s.seed),
-                        s.now,
-                    )
-                    .expect("pu config"),
-                    None,
-                    s.now,
-                )))
-            }));
-        }
+            pe.start = Some(Instant::from_epoch(Duration::from_secs(1) + start));
+        });
+        let pus = b.pool_users(cfg.pus, None, |pu| {
+            pu.config.hunt.registrars = pr_addrs.clone();
+            pu.config.stale_cache_value = Duration::ZERO;
+            pu.config.handle_resolution_items = Some(128);
+        });
         Self {
-            world: b.build(),
+            world: b.build().world,
             prs,
             pes,
             pus,
