@@ -270,7 +270,17 @@ enum Timer {
     HuntRetry,
     /// T7-ENRPoutdate of the earliest announced registrar.
     AnnounceExpiry,
+    /// The end of [`OLD_HOME_GRACE`]: close the association to the home the
+    /// PE left.
+    ReleaseOldHome,
 }
+
+/// How long the association to a home the PE moved away from stays open.
+/// The new home tells the old one of the move by ENRP; a registrar may
+/// purge the PEs of an association as soon as it closes (the reference
+/// implementation does), so closing at once would race that announcement
+/// and the PE would vanish from the old home until it arrives.
+pub const OLD_HOME_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The ASAP client side of a pool element, as a sans-IO state machine.
 ///
@@ -290,6 +300,9 @@ pub struct PoolElement {
     waiting_reported: bool,
     /// Associations that are up, with their peer addresses.
     assocs: BTreeMap<AssocId, Vec<SocketAddr>>,
+    /// The association to the home the PE just left, open for
+    /// [`OLD_HOME_GRACE`].
+    leaving: Option<AssocId>,
     /// The associations that carry sessions with pool users.
     sessions: BTreeSet<AssocId>,
     hunt: RegistrarHunt,
@@ -328,6 +341,7 @@ impl PoolElement {
             attempt: None,
             pending_update: false,
             waiting_reported: false,
+            leaving: None,
             assocs: BTreeMap::new(),
             sessions: BTreeSet::new(),
             timers: Timers::default(),
@@ -429,8 +443,12 @@ impl PoolElement {
             Timer::Registration,
             Timer::Reregistration,
             Timer::HuntRetry,
+            Timer::ReleaseOldHome,
         ] {
             self.timers.cancel(&t);
+        }
+        if let Some(a) = self.leaving.take() {
+            self.close(a, false);
         }
         let attempt = self.attempt.take();
         if let Some(t) = attempt.as_ref().and_then(abandonment) {
@@ -695,10 +713,18 @@ impl PoolElement {
             AttemptKind::Adopt => {
                 let old = self.home.replace(new_home).map(|h| h.assoc);
                 self.stats.home_changes += 1;
+                if self.leaving == Some(assoc) {
+                    // Back to the home it was leaving.
+                    self.leaving = None;
+                }
                 if let Some(o) = old.filter(|o| *o != assoc) {
-                    // Only now, with the new home holding the registration:
-                    // closing earlier would let the old home purge the PE.
-                    self.close(o, false);
+                    // Only now, with the new home holding the registration,
+                    // and only after a grace (see OLD_HOME_GRACE): closing
+                    // earlier would let the old home purge the PE.
+                    if let Some(prev) = self.leaving.replace(o) {
+                        self.close(prev, false);
+                    }
+                    self.timers.set(Timer::ReleaseOldHome, now + OLD_HOME_GRACE);
                 }
                 tracing::debug!(pe = %self.pe_id, ?old, new = ?assoc, ?server_id, "home registrar changed");
                 self.registered_event(new_home);
@@ -989,6 +1015,9 @@ impl Machine for PoolElement {
                 self.assocs.insert(assoc, peer);
             }
             AssociationEvent::Down { assoc, reason } => {
+                if self.leaving == Some(assoc) {
+                    self.leaving = None;
+                }
                 let peer = self.assocs.remove(&assoc);
                 let known = peer.is_some();
                 self.on_session_down(assoc, reason);
@@ -1064,6 +1093,11 @@ impl Machine for PoolElement {
                 Timer::AnnounceExpiry => {
                     self.hunt.expire(now);
                     self.rearm_announce_expiry();
+                }
+                Timer::ReleaseOldHome => {
+                    if let Some(a) = self.leaving.take() {
+                        self.close(a, false);
+                    }
                 }
             }
         }

@@ -380,6 +380,13 @@ fn a43_a72_h_bit_adopts_the_sender_reregisters_there_then_closes_the_old_home() 
     assert_registration(&tx[1], Destination::Association(A9));
     assert_eq!(pe.home(), Some(A1));
     feed(&mut pe, s(6), A9, response(false, None));
+    // The old home's association stays open for the grace, so that the new
+    // home's ENRP announcement reaches the old home before it sees the
+    // association close; then it is closed.
+    assert_eq!(transmits(&mut pe), vec![]);
+    advance(&mut pe, s(6) + OLD_HOME_GRACE - Duration::from_millis(1));
+    assert_eq!(transmits(&mut pe), vec![]);
+    advance(&mut pe, s(6) + OLD_HOME_GRACE);
     assert_eq!(
         transmits(&mut pe),
         vec![Transmit::Close {

@@ -357,10 +357,20 @@ impl Registrar {
         let owned = home == Some(self.id);
         if let Some(h) = home.filter(|h| !owned && self.peer_reachable(*h)) {
             // A copy of a live peer's PE ran out: most likely we missed its
-            // re-registration updates (a cut link, a restart). Ask the home
-            // before dropping it; if the home no longer has it, it expires
-            // as an orphan.
-            self.orphan(now, entry);
+            // re-registration updates (a cut link, a restart, a peer that
+            // thought us dead). Ask the home before dropping it, and keep it
+            // as it is meanwhile: the home's table confirms it (any update
+            // clears the mark) or the download's sweep orphans it. Only a
+            // second expiry without word from the home orphans it here.
+            let asked = self.space.entry(entry).is_some_and(|e| e.is_marked());
+            if asked {
+                self.orphan(now, entry);
+            } else {
+                self.space.mark_entry(entry);
+                let grace = now + self.cfg.max_time_no_response * 2;
+                self.space
+                    .set_deadline(entry, TimerKind::Lifetime, Some(grace));
+            }
             self.ask_home(now, h);
             return;
         }

@@ -105,6 +105,16 @@ impl Handlespace {
         set.members.len()
     }
 
+    /// Marks one PE (any registration or update of it clears the mark);
+    /// false if not live.
+    pub fn mark_entry(&mut self, id: EntryId) -> bool {
+        if self.entry(id).is_none() {
+            return false;
+        }
+        self.e_mut(id.0).marked = true;
+        true
+    }
+
     /// Clears the mark of one PE (re-registration clears it too); false if unknown.
     pub fn unmark(&mut self, handle: &PoolHandle, pe: PeId) -> bool {
         match self.lookup(handle, pe) {
