@@ -13,6 +13,13 @@
 #   rspregistrar  ASAP $IP:3863  ENRP $IP:9901
 #   our registrar ASAP $IP:3864  ENRP $IP:9902
 # ID of our PE: 0x1234abcd; ID of rsplib's PE: 0x5eed0001.
+# Steps (INTEROP_STEPS, default all; they run in the order 1-5, 7, 8, 9, 6):
+#   1 rspregistrar with our PE and PU; 2 our registrar with rspserver,
+#   rspterminal and our PU; 3 ENRP between the two registrars; 4 takeovers
+#   both ways; 5 sessions across the implementations; 6 1,000 echo lines over
+#   netem; 7 pingpongclient with our pingpong PEs; 8 our hsdump against both
+#   registrars; 9 takeover suggestion (T flag) both ways, handlespaces polled
+#   for missing PEs and ping-pong.
 
 IP=10.0.0.1
 ip addr add "$IP/32" dev lo 2>/dev/null
@@ -26,7 +33,7 @@ failed=0
 PIDS=""
 
 # INTEROP_STEPS selects steps (default all), e.g. "3 4".
-want() { case " ${INTEROP_STEPS:-1 2 3 4 5 6 7 8} " in *" $1 "*) return 0 ;; esac; return 1; }
+want() { case " ${INTEROP_STEPS:-1 2 3 4 5 6 7 8 9} " in *" $1 "*) return 0 ;; esac; return 1; }
 pass() { echo "INTEROP $1: PASS ($2)"; }
 fail() {
   echo "INTEROP $1: FAIL ($2)"
@@ -482,6 +489,280 @@ stop ourpe8
 stop rsppe8
 stop ourreg8
 stop rspreg8
+fi
+
+# ------------------------------------------------------------- step 9
+# Takeover Suggestion (T flag in ENRP_HANDLE_UPDATE, draft-dreibholz-rserpool-
+# enrp-takeover) both ways between our registrar (policy balanced, the
+# default) and rspregistrar -supporttakeoversuggestion (XOR rule: it suggests
+# a PE it owns to the peer whose ID maximises peer ID XOR PE ID, if that beats
+# its own). Six of our PEs, each in its own pool; IDs chosen for the XOR rule:
+#   rspregistrar 0x1b0b0009, our registrar 0x8b0b0009, our hsdump 0x40000001
+#   PEs 0x4a00000N (N=1..3): XOR favours our registrar (top bit differs)
+#   PEs 0xca00000N (N=1..3): XOR favours rspregistrar (and never hsdump)
+# Phase a: the PEs register at rspregistrar, then our registrar joins and
+# rspregistrar suggests the 0x4a ones to it; phase b: they register at our
+# registrar, then rspregistrar joins and ours, owning all six, suggests its
+# excess to it. The PEs re-register every 3 s: either side suggests only when
+# it announces an ADD_PE. From the moment the second registrar starts, both
+# are read with hsdump as often as the emulated guest allows (rspregistrar
+# answers peers only: --as-peer under the fixed ID above, which wins no XOR
+# comparison), and no PE may be missing from either view once both listed
+# all six.
+if want 9; then
+RSP9_ID=0x1b0b0009
+OUR9_ID=0x8b0b0009
+HS9_ID=0x40000001
+PE9_IDS="0x4a000001 0x4a000002 0x4a000003 0xca000001 0xca000002 0xca000003"
+PE9_XOR_OURS="0x4a000001 0x4a000002 0x4a000003"
+# rsplib logs its suggestions ("Found better peer", "Trying to take over PE
+# ... upon its suggestion") at level 4 and every HANDLE_UPDATE it sends
+# ("Sending HandleUpdate for POOL/$PE, action $0001" for a DEL_PE) at 5; the
+# last -loglevel wins.
+RSP9_LOG="-loglevel=5"
+[ "${RSPLIB_LOGLEVEL:-3}" -gt 5 ] && RSP9_LOG=""
+# now9: NOW9 = uptime in centiseconds, without forking (polls must be quick
+# in the emulated guest). "1xx - 100": a fraction like 08 is no octal.
+now9() { read -r up _ </proc/uptime; NOW9=$(( ${up%.*} * 100 + 1${up#*.} - 100 )); }
+rspreg9() {
+  start "rspreg9$1" rspregistrar $RSPREG_OPTS -asap=$IP:3863 -enrp=$IP:9901 -peer=$IP:9902 \
+    -identifier=$RSP9_ID -supporttakeoversuggestion $RSP9_LOG
+}
+ourreg9() {
+  start "ourreg9$1" rserpool registrar --transport kernel --addr $IP --asap-port 3864 \
+    --enrp-port 9902 --id $OUR9_ID --peer $IP:9901 --mentor-discovery-timeout 1s \
+    --peer-settle-time 1s --status-interval 2s
+}
+# pes9 PHASE ASAP_PORT: the six PEs, registered at that registrar.
+pes9() {
+  n=0
+  for pe in $PE9_IDS; do
+    n=$((n + 1))
+    start "pe9$1$n" rserpool pe --pool "ts$n" --registrar "$IP:$2" --transport kernel \
+      --local $IP --id "$pe" --registration-life 30s --reregistration-interval 3s
+  done
+  n=0
+  for pe in $PE9_IDS; do
+    n=$((n + 1))
+    wait_log "pe9$1$n" 15 ' registered'
+  done
+}
+stop9() {
+  n=0
+  for pe in $PE9_IDS; do
+    n=$((n + 1))
+    eval "kill \$PID_pe9$1$n 2>/dev/null"
+  done
+  sleep 1
+  stop "ourreg9$1"
+  stop "rspreg9$1"
+}
+# read9 FILE VIEW: H9_VIEW_<PE ID> = the PE's home in an hsdump table
+# ("  PE 0x4a000001  home 0x8b0b0009  ..."), empty if absent; no forks.
+read9() {
+  for pe in $PE9_IDS; do eval "H9_$2_$pe="; done
+  while read -r w1 w2 w3 w4 rest; do
+    [ "$w1" = PE ] && [ "$w3" = home ] && case " $PE9_IDS " in *" $w2 "*) eval "H9_$2_$w2=$w4" ;; esac
+  done <"$1"
+}
+# home9 FILE PE: the same for one PE (after the polls).
+home9() { read9 "$1" x; eval "echo \$H9_x_$2"; }
+# poll9 PHASE SECS: reads both registrars (in parallel) until SECS seconds
+# have passed; one line per poll in $LOGS/poll9PHASE. Sets P9_POLLS, P9_CONV
+# (seconds into the phase when both first listed all six, empty if never),
+# P9_BAD_O, P9_BAD_R (polls after that with a PE missing from our view or
+# rspregistrar's, if it was read),
+# P9_ERRS (reads that failed), P9_MOVES (home changes seen after P9_CONV),
+# P9_OURLOG, P9_RSPLOG (lines of each registrar's log when polling ended).
+poll9() {
+  plog="$LOGS/poll9$1"
+  : >"$plog"
+  now9; t0=$NOW9
+  P9_POLLS=0; P9_CONV=""; P9_BAD_O=0; P9_BAD_R=0; P9_ERRS=0; P9_MOVES=0; P9_SECS=$2
+  while :; do
+    now9; t=$((NOW9 - t0))
+    [ "$t" -ge $(( $2 * 100 )) ] && break
+    ts="$((t / 100)).$(( (t % 100) / 10 ))"
+    timeout 10 rserpool hsdump --registrar $IP:9902 --transport kernel --local $IP \
+      --timeout 3s >"$LOGS/hs9$1.ours" 2>&1 &
+    po=$!
+    timeout 10 rserpool hsdump --registrar $IP:9901 --transport kernel --local $IP \
+      --as-peer --id $HS9_ID --timeout 3s >"$LOGS/hs9$1.rsp" 2>&1 &
+    pr=$!
+    wait "$po"; ro=$?
+    wait "$pr"; rr=$?
+    now9; took=$((NOW9 - t0 - t))
+    read9 "$LOGS/hs9$1.ours" o
+    read9 "$LOGS/hs9$1.rsp" r
+    P9_POLLS=$((P9_POLLS + 1))
+    mo=""; mr=""; homes=""; moves=""; n=0
+    for pe in $PE9_IDS; do
+      n=$((n + 1))
+      eval "ho=\$H9_o_$pe hr=\$H9_r_$pe"
+      [ -z "$ho" ] && mo="$mo $pe"
+      [ -z "$hr" ] && mr="$mr $pe"
+      homes="$homes $pe:${ho:--}/${hr:--}"
+      if [ "$ro" -eq 0 ] && [ "$rr" -eq 0 ] && [ -n "$ho" ] && [ "$ho" = "$hr" ]; then
+        eval "prev=\$P9_HOME$n"
+        [ -n "$P9_CONV" ] && [ -n "$prev" ] && [ "$prev" != "$ho" ] && moves="$moves $pe"
+        eval "P9_HOME$n=$ho"
+      fi
+    done
+    [ "$ro" -ne 0 ] && mo=" (read failed, exit $ro)" && P9_ERRS=$((P9_ERRS + 1))
+    [ "$rr" -ne 0 ] && mr=" (read failed, exit $rr)" && P9_ERRS=$((P9_ERRS + 1))
+    verdict=ok
+    if [ -z "$P9_CONV" ]; then
+      if [ "$ro" -eq 0 ] && [ "$rr" -eq 0 ] && [ -z "$mo$mr" ]; then
+        P9_CONV=$ts
+      else
+        verdict=converging
+      fi
+    elif { [ "$ro" -eq 0 ] && [ -n "$mo" ]; } || { [ "$rr" -eq 0 ] && [ -n "$mr" ]; }; then
+      verdict=MISSING
+      [ "$ro" -eq 0 ] && [ -n "$mo" ] && verdict="$verdict.ours" && P9_BAD_O=$((P9_BAD_O + 1))
+      [ "$rr" -eq 0 ] && [ -n "$mr" ] && verdict="$verdict.rsp" && P9_BAD_R=$((P9_BAD_R + 1))
+    elif [ "$ro" -ne 0 ] || [ "$rr" -ne 0 ]; then
+      verdict=unread
+    fi
+    for pe in $moves; do P9_MOVES=$((P9_MOVES + 1)); done
+    echo "t=${ts}s (read in $((took / 100)).$(( (took % 100) / 10 ))s) $verdict ours-missing:[${mo# }] rsp-missing:[${mr# }] moved:[${moves# }] homes(ours/rsp):$homes" >>"$plog"
+    sleep 0.2
+  done
+  P9_OURLOG=$(wc -l <"$LOGS/ourreg9$1")
+  P9_RSPLOG=$(wc -l <"$LOGS/rspreg9$1")
+}
+# gone9 PHASE: from rspregistrar's log (up to the end of polling), each PE it
+# removed ("Removing pool element $ID") and how long until it had it again
+# ("Successfully registered POOL/$ID", e.g. from the new home's ADD_PE).
+gone9() {
+  head -n "$P9_RSPLOG" "$LOGS/rspreg9$1" | awk '
+    function secs(t) { sub(/:$/, "", t); split(t, a, ":"); return a[1] * 3600 + a[2] * 60 + a[3] }
+    /Removing pool element \$/ { for (i = 1; i < NF; i++) if ($i == "element") id = $(i + 1); gone[id] = secs($2); next }
+    /Successfully registered / { n = split($NF, b, "/"); id = b[n]
+      if (id in gone) { printf "%s missing %d ms; ", id, (secs($2) - gone[id]) * 1000 + 0.5; delete gone[id] } }
+    END { for (id in gone) printf "%s missing until polling ended; ", id }'
+}
+# check9 PHASE DESC: the continuity verdicts of a phase, one per registrar.
+# The polls are samples (the emulated guest manages one every 1-3 s), so the
+# logs must also show that no PE was removed while polling: none of our
+# registrar's "removed" lines, and no PE removed by rspregistrar (it logs
+# each removal and each HANDLE_UPDATE it sends, DEL_PE is action $0001).
+check9() {
+  removed=$(head -n "$P9_OURLOG" "$LOGS/ourreg9$1" | grep -c ' removed: ')
+  rsp_del=$(head -n "$P9_RSPLOG" "$LOGS/rspreg9$1" | grep -c 'Sending HandleUpdate.*action \$0001')
+  rsp_upd=$(head -n "$P9_RSPLOG" "$LOGS/rspreg9$1" | grep -c 'Sending HandleUpdate')
+  polls="$P9_POLLS polls (one per $(( P9_SECS * 1000 / (P9_POLLS > 0 ? P9_POLLS : 1) )) ms), all six at both from ${P9_CONV}s on, $P9_MOVES home change(s) seen after that"
+  if [ -z "$P9_CONV" ]; then
+    fail "9c $2 (phase $1)" "both registrars never listed all six PEs ($P9_POLLS polls, $P9_ERRS failed reads)" \
+      "poll9$1" "hs9$1.ours" "hs9$1.rsp" "ourreg9$1" "rspreg9$1"
+    return
+  fi
+  if [ "$P9_ERRS" -gt $((P9_POLLS / 2)) ] || [ "$P9_MOVES" -eq 0 ]; then
+    fail "9c $2 (phase $1)" "inconclusive: $P9_ERRS of $P9_POLLS reads failed, $P9_MOVES home change(s) seen while polled" \
+      "poll9$1" "ourreg9$1" "rspreg9$1"
+    return
+  fi
+  if [ "$P9_BAD_O" -gt 0 ] || [ "$removed" -gt 0 ]; then
+    fail "9c $2, at our registrar (phase $1)" "$P9_BAD_O poll(s) missed a PE ($(grep -m1 'MISSING.ours' "$LOGS/poll9$1" | cut -c1-160)); our registrar logged $removed removal(s) while polled" \
+      "poll9$1" "ourreg9$1"
+  else
+    pass "9c $2, at our registrar (phase $1)" "$polls; never missing there, no removal logged"
+  fi
+  if [ "$P9_BAD_R" -gt 0 ] || [ "$rsp_del" -gt 0 ]; then
+    fail "9c $2, at rspregistrar (phase $1)" "$P9_BAD_R poll(s) missed a PE; rspregistrar's log: $(gone9 "$1")$rsp_del DEL_PE(s) sent: $(head -n "$P9_RSPLOG" "$LOGS/rspreg9$1" | grep 'Removing all pool elements\|Removing pool element\|action \$0001' | head -n 3 | tr '\n' ' ')" \
+      "poll9$1"
+  else
+    pass "9c $2, at rspregistrar (phase $1)" "$polls; never missing there, rspregistrar sent no DEL_PE in $rsp_upd updates"
+  fi
+}
+# moved9 PHASE REGISTRAR_ID: the PEs whose log says they moved there.
+moved9() {
+  m=""; n=0
+  for pe in $PE9_IDS; do
+    n=$((n + 1))
+    grep -q "home changed to registrar $2" "$LOGS/pe9$1$n" && m="$m $pe"
+  done
+  echo "${m# }"
+}
+# final9 PHASE REGISTRAR_ID: the PEs homed there in both last views, or
+# "DISAGREE" when the two views differ on some PE's home.
+final9() {
+  m=""
+  for pe in $PE9_IDS; do
+    ho=$(home9 "$LOGS/hs9$1.ours" "$pe")
+    [ "$ho" = "$(home9 "$LOGS/hs9$1.rsp" "$pe")" ] || { echo DISAGREE; return; }
+    [ "$ho" = "$2" ] && m="$m $pe"
+  done
+  echo "${m# }"
+}
+
+# Phase a: rspregistrar suggests to us.
+unset P9_HOME1 P9_HOME2 P9_HOME3 P9_HOME4 P9_HOME5 P9_HOME6
+rspreg9 a
+sleep 2
+pes9 a 3863
+ourreg9 a
+poll9 a 25
+check9 a "no PE missing while rspregistrar's suggestions move them"
+moved=$(moved9 a $OUR9_ID)
+final=$(final9 a $OUR9_ID)
+unexpected=""; homes_ok=yes
+for pe in $moved; do
+  case " $PE9_XOR_OURS " in *" $pe "*) ;; *) unexpected="$unexpected $pe" ;; esac
+  case " $final " in *" $pe "*) ;; *) homes_ok=no ;; esac
+done
+if [ -n "$moved" ] && [ -z "$unexpected" ] && [ "$homes_ok" = yes ]; then
+  pass "9a rspregistrar's takeover suggestion moves our PEs to our registrar" \
+    "moved: $moved (XOR rule picks: $PE9_XOR_OURS); here $(grep -c 'takeover suggestion accepted' "$LOGS/ourreg9a") accepted, $(grep -c 'takeover suggestion declined' "$LOGS/ourreg9a") declined; rspregistrar logged $(grep -c 'Found better peer' "$LOGS/rspreg9a") suggestion(s)"
+else
+  fail "9a rspregistrar's takeover suggestion moves our PEs to our registrar" \
+    "moved: [$moved], unexpected: [${unexpected# }], homed here in both final views: [$final]" \
+    ourreg9a rspreg9a poll9a pe9a1
+fi
+stop9 a
+
+# Phase b: our registrar owns all six and suggests its excess to rspregistrar;
+# rspregistrar may suggest the 0x4a ones back (XOR), ours takes them only
+# while below its fair share.
+unset P9_HOME1 P9_HOME2 P9_HOME3 P9_HOME4 P9_HOME5 P9_HOME6
+ourreg9 b
+sleep 2
+pes9 b 3864
+rspreg9 b
+poll9 b 25
+check9 b "no PE missing while our suggestions move them"
+moved=$(moved9 b $RSP9_ID)
+final=$(final9 b $RSP9_ID)
+sent=$(grep -c "takeover suggestion sent: .* to $RSP9_ID" "$LOGS/ourreg9b")
+stayed=""; back=""
+for pe in $moved; do
+  case " $final " in *" $pe "*) stayed="$stayed $pe" ;; *) back="$back $pe" ;; esac
+done
+if [ -n "$moved" ] && [ "$final" != DISAGREE ] && [ -n "$stayed" ]; then
+  pass "9b our balanced takeover suggestion moves PEs to rspregistrar" \
+    "$sent suggestion(s) sent; moved there: $moved; at the end homed there: $final, suggested back by rspregistrar (XOR) and taken: [${back# }]; rspregistrar logged $(grep -c 'upon its suggestion' "$LOGS/rspreg9b") takeover(s) upon suggestion"
+else
+  fail "9b our balanced takeover suggestion moves PEs to rspregistrar" \
+    "$sent suggestion(s) sent, moved there: [$moved], homed there in both final views: [$final]" \
+    ourreg9b rspreg9b poll9b pe9b1
+fi
+stop9 b
+# No PE bounces between the registrars: a few home changes per PE at most.
+worst=0; counts=""
+for ph in a b; do
+  n=0
+  for pe in $PE9_IDS; do
+    n=$((n + 1))
+    c=$(grep -c 'home changed to registrar' "$LOGS/pe9$ph$n")
+    counts="$counts $ph:$pe=$c"
+    [ "$c" -gt "$worst" ] && worst=$c
+  done
+done
+if [ "$worst" -le 3 ]; then
+  pass "9d no PE ping-pongs between the registrars" "home changes per PE in ~30 s:$counts"
+else
+  fail "9d no PE ping-pongs between the registrars" "up to $worst home changes per PE:$counts" ourreg9a rspreg9a ourreg9b rspreg9b
+fi
 fi
 
 # ------------------------------------------------------------- step 6

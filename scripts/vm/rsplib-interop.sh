@@ -14,6 +14,10 @@
 #   6  an echo session of 1,000 lines over netem (10 % loss, 50 ms delay)
 #      on the guest's loopback, over SCTP over UDP and kernel SCTP
 #   7  rsplib's pingpongclient with our pingpong PE
+#   8  our hsdump reads rspregistrar's handlespace (as a peer) and ours
+#   9  takeover suggestion (T flag) both ways between our registrar
+#      (balanced) and rspregistrar -supporttakeoversuggestion (XOR rule),
+#      both handlespaces polled with hsdump: no PE ever missing, no ping-pong
 # Each check prints "INTEROP <name>: PASS|FAIL"; the script exits 0 only if
 # all passed. The console log is target/vm-cache/last-boot.log, the logs of
 # every program run in the guest land in target/vm-cache/rsplib-interop-logs/.
@@ -24,9 +28,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-TIMEOUT=300
+TIMEOUT=600
 PROFILE=debug
-STEPS="1 2 3 4 5 6 7 8"
+STEPS="1 2 3 4 5 6 7 8 9"
 RSPLIB_LOGLEVEL=3
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,7 +38,7 @@ while [ $# -gt 0 ]; do
     --release) PROFILE=release; shift ;;
     --steps) STEPS="$2"; shift 2 ;;
     --rsplib-loglevel) RSPLIB_LOGLEVEL="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "rsplib-interop: unknown option $1" >&2; exit 2 ;;
   esac
 done
