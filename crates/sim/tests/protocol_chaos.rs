@@ -1189,12 +1189,10 @@ fn protocol_invariants_hold_after_random_faults() {
 
 /// Seeds (of 1..=1000) that still fail, with what happens: open protocol
 /// bugs, listed so that the test catches every new failure and every fix.
-/// (Seed 80, a PE missing at one registrar for 2 s after being re-homed
-/// twice within 5 ms of the heal, stopped failing when registrars started
-/// together stopped waiting for each other's downloads.)
-const KNOWN_FAILURES: &[(u64, &str)] = &[(
-    332,
-    "a PE suggested, right at the heal, to a registrar that restarted during \
-         the partition and is not yet peered with a third registrar: the \
-         third keeps the old home for a few seconds, until it resynchronises",
-)];
+/// Fixed so far: seed 80 (a PE missing at one registrar after being
+/// re-homed twice at the heal; then a peer's copy orphaned when its life
+/// ran out although its home was alive and had it), seed 221 (a home's
+/// update overtaken by the PE's move to another registrar put the old
+/// home back), seed 332 (a PE suggested at the heal to a registrar not
+/// yet peered with a third).
+const KNOWN_FAILURES: &[(u64, &str)] = &[];

@@ -209,6 +209,7 @@ impl Registrar {
     pub(super) fn remove_pe(&mut self, entry: EntryId, reason: RemovalReason) {
         self.balancer.forget(entry);
         self.reporters.remove(&entry);
+        self.recent_moves.remove(&entry);
         let Some(removed) = self.space.remove_entry(entry) else {
             return;
         };

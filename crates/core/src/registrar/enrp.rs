@@ -747,6 +747,19 @@ impl Registrar {
                 if outcome.previous_owner == Some(self.id) && new_home != Some(self.id) {
                     self.lost_ownership(outcome.entry, new_home);
                 }
+                if let (Some(from), Some(to)) = (outcome.previous_owner, new_home) {
+                    if from != to && from != self.id && to != self.id {
+                        if self.recent_moves.len() >= super::MAX_RECENT_MOVES {
+                            let horizon = self.cfg.max_time_no_response * 2;
+                            self.recent_moves
+                                .retain(|_, (_, at)| now.saturating_since(*at) < horizon);
+                            if self.recent_moves.len() >= super::MAX_RECENT_MOVES {
+                                self.recent_moves.clear();
+                            }
+                        }
+                        self.recent_moves.insert(outcome.entry, (from, now));
+                    }
+                }
                 self.arm_lifetime(now, outcome.entry, life);
                 Some(outcome.entry)
             }
@@ -792,10 +805,18 @@ impl Registrar {
                 // for a PE new to us, the sender) may suggest: an ADD_PE that
                 // names its sender as home must not make the sender eligible
                 // by its own word.
-                let home_before = self
-                    .space
-                    .find(&pool, pe_id)
-                    .and_then(|e| self.space.home_of(e));
+                let recorded = self.space.find(&pool, pe_id);
+                let home_before = recorded.and_then(|e| self.space.home_of(e));
+                if let (Some(entry), Some(home)) = (recorded, home_before) {
+                    if self.overtaken(now, entry, home, pe.home_registrar) {
+                        // The home the PE just left claims it again: an
+                        // update sent before the move that arrived after
+                        // it, or a real move back. The recorded home's
+                        // table tells which.
+                        self.contest(now, home, (pool, pe_id), pe);
+                        return;
+                    }
+                }
                 if let Some(entry) = self.import(now, &pool, pe) {
                     if takeover {
                         self.takeover_suggested(now, sender, home_before, entry, pool, pe_id);
@@ -813,6 +834,26 @@ impl Registrar {
                 }
             }
         }
+    }
+
+    /// Whether a claim that `claimed` owns `entry` comes from the home it
+    /// moved away from to `recorded` within the last 2 x
+    /// MAX-TIME-NO-RESPONSE, with `recorded` still reachable.
+    fn overtaken(
+        &self,
+        now: Instant,
+        entry: EntryId,
+        recorded: PrId,
+        claimed: Option<PrId>,
+    ) -> bool {
+        let Some(claimed) = claimed.filter(|c| *c != recorded) else {
+            return false;
+        };
+        self.recent_moves.get(&entry).is_some_and(|(left, at)| {
+            *left == claimed
+                && now.saturating_since(*at) < self.cfg.max_time_no_response * 2
+                && self.peer_reachable(recorded)
+        })
     }
 
     fn takeover_suggested(

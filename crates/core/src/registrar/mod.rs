@@ -137,6 +137,11 @@ pub struct Registrar {
     contested: HashMap<PeKey, (PrId, rserpool_wire::PoolElement)>,
     /// When a contested claim last made this registrar ask a peer.
     contest_resyncs: HashMap<PrId, Instant>,
+    /// PEs that recently moved between two peers: entry -> (the home they
+    /// left, when this registrar learnt of the move). A claim by the home a
+    /// PE just left is most likely an update that was overtaken by the
+    /// move (bounded: [`MAX_RECENT_MOVES`]).
+    recent_moves: HashMap<rserpool_handlespace::EntryId, (PrId, Instant)>,
 }
 
 impl Registrar {
@@ -178,6 +183,7 @@ impl Registrar {
             syncs: HashMap::new(),
             contested: HashMap::new(),
             contest_resyncs: HashMap::new(),
+            recent_moves: HashMap::new(),
         };
         r.start(now);
         Ok(r)
@@ -482,6 +488,8 @@ const MAX_REPORTED_PES: usize = 65_536;
 /// Most contested ownership claims held at once (beyond, the recorded home
 /// simply stays until the next audit).
 const MAX_CONTESTED: usize = 65_536;
+/// Most moves between peers remembered; beyond, the oldest are forgotten.
+const MAX_RECENT_MOVES: usize = 65_536;
 
 /// Refusals from one source address are logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
