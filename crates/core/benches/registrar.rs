@@ -8,7 +8,8 @@
 //! Run: `nice -n 5 cargo bench -p rserpool-core --bench registrar`
 //! Options: `--sizes 1000,100000,1000000` `--runs 3` (median of runs per
 //! cell; N = 10^6 runs once unless `--runs-large` says otherwise)
-//! `--pes-per-assoc 1` (PEs sharing one ASAP association) `--no-memory`.
+//! `--pes-per-assoc 1` (PEs sharing one ASAP association) `--no-memory`
+//! `--skip resolve,keep-alive` (phases left out, e.g. to profile the others).
 //!
 //! Operations (RoundRobin, P = N/100 pools, one IPv4 address per PE):
 //! * registration: N ASAP_REGISTRATIONs into an empty registrar;
@@ -186,13 +187,6 @@ impl Scope {
             pe_id: self.pe_id(i),
         }
     }
-
-    fn ack(&self, i: usize) -> AsapMessage {
-        AsapMessage::EndpointKeepAliveAck {
-            pool_handle: self.pool(i).clone(),
-            pe_id: self.pe_id(i),
-        }
-    }
 }
 
 /// The registrar under test, with its driver's bookkeeping.
@@ -274,14 +268,16 @@ impl Rig {
     }
 
     /// As [`Rig::drain`], noting the PE of every keep-alive sent.
-    fn drain_keep_alives(&mut self, due: &mut Vec<PeId>) {
+    fn drain_keep_alives(&mut self, due: &mut Vec<(PoolHandle, PeId)>) {
         while let Some(t) = self.r.poll_transmit() {
             if let Transmit::Send { message, .. } | Transmit::Announce { message } = t {
                 if let Message::Asap(AsapMessage::EndpointKeepAlive {
-                    pe_id: Some(pe), ..
+                    pool_handle,
+                    pe_id: Some(pe),
+                    ..
                 }) = &message
                 {
-                    due.push(*pe);
+                    due.push((pool_handle.clone(), *pe));
                 }
                 self.buf.clear();
                 message.encode(&mut self.buf).expect("encodable");
@@ -325,7 +321,7 @@ struct Cells {
 }
 
 /// One run at size `n`: CPU seconds per operation kind, as rates.
-fn run(s: &Scope, rng: &mut ChaCha8Rng) -> Cells {
+fn run(s: &Scope, rng: &mut ChaCha8Rng, skip: &[String]) -> Cells {
     let mut rig = Rig::new();
     rig.up(s);
     let regs = batch((0..s.n).map(|i| s.registration(i)));
@@ -344,7 +340,37 @@ fn run(s: &Scope, rng: &mut ChaCha8Rng) -> Cells {
     let reregister = s.n as f64 / (cpu_now() - t);
     drop(regs);
 
-    // Handle resolutions for one PE of a random pool.
+    let skipped = |what: &str| skip.iter().any(|k| k == what);
+    let resolve = if skipped("resolve") {
+        f64::NAN
+    } else {
+        resolve_phase(s, rng, &mut rig)
+    };
+    let keep_alive = if skipped("keep-alive") {
+        f64::NAN
+    } else {
+        keep_alive_phase(s, &mut rig)
+    };
+
+    let deregs = batch((0..s.n).map(|i| s.deregistration(i)));
+    let t = cpu_now();
+    for (i, m) in deregs.iter().enumerate() {
+        rig.feed(s, i, m.clone());
+    }
+    let deregister = s.n as f64 / (cpu_now() - t);
+    assert_eq!(rig.r.handlespace().len(), 0, "every PE deregistered");
+
+    Cells {
+        register,
+        reregister,
+        deregister,
+        resolve,
+        keep_alive,
+    }
+}
+
+/// Handle resolutions for one PE of a random pool: resolutions per second.
+fn resolve_phase(s: &Scope, rng: &mut ChaCha8Rng, rig: &mut Rig) -> f64 {
     let queries =
         batch(
             (0..s.n.clamp(1_000_000, 2_000_000)).map(|_| AsapMessage::HandleResolution {
@@ -369,14 +395,23 @@ fn run(s: &Scope, rng: &mut ChaCha8Rng) -> Cells {
     );
     drop(queries);
 
+    resolve
+}
+
+/// Keep-alive cycles per second in steady state.
+fn keep_alive_phase(s: &Scope, rig: &mut Rig) -> f64 {
     // Keep-alive cycles in steady state: time advances in 1 ms steps, each
     // step fires the due timers and every keep-alive sent is answered at
     // once (intervals are jittered 0.5-1.5 x 5 s, so each PE sees one to
-    // three cycles in the window).
-    let acks = batch((0..s.n).map(|i| s.ack(i)));
+    // three cycles in the window). The answer is encoded from the
+    // keep-alive, as the PE does, into a receive arena, as a driver
+    // receives datagrams into one buffer: a table of 10^6 prepared answers
+    // would add a cache miss per cycle that no daemon has.
     assert_eq!(unmix(s.pe_id(12345).0), 12345);
     rig.presence();
     let mut due = Vec::new();
+    let mut arena = bytes::BytesMut::new();
+    let mut scratch = Vec::with_capacity(256);
     let mut cycles = 0usize;
     let t = cpu_now();
     for step in 0..15_200 {
@@ -387,9 +422,17 @@ fn run(s: &Scope, rng: &mut ChaCha8Rng) -> Cells {
         rig.r.handle_timeout(rig.now);
         rig.drain_keep_alives(&mut due);
         cycles += due.len();
-        for pe in due.drain(..) {
-            let i = unmix(pe.0) as usize;
-            rig.feed(s, i, acks[i].clone());
+        for (pool_handle, pe_id) in due.drain(..) {
+            if arena.capacity() < 256 {
+                arena.reserve(1 << 16);
+            }
+            scratch.clear();
+            Message::Asap(AsapMessage::EndpointKeepAliveAck { pool_handle, pe_id })
+                .encode(&mut scratch)
+                .expect("encodable");
+            arena.extend_from_slice(&scratch);
+            let i = unmix(pe_id.0) as usize;
+            rig.feed(s, i, arena.split().freeze());
         }
     }
     let cpu = cpu_now() - t;
@@ -400,23 +443,7 @@ fn run(s: &Scope, rng: &mut ChaCha8Rng) -> Cells {
     );
     let keep_alive = cycles as f64 / cpu;
     assert_eq!(rig.r.handlespace().len(), s.n, "no PE lost to keep-alives");
-    drop(acks);
-
-    let deregs = batch((0..s.n).map(|i| s.deregistration(i)));
-    let t = cpu_now();
-    for (i, m) in deregs.iter().enumerate() {
-        rig.feed(s, i, m.clone());
-    }
-    let deregister = s.n as f64 / (cpu_now() - t);
-    assert_eq!(rig.r.handlespace().len(), 0, "every PE deregistered");
-
-    Cells {
-        register,
-        reregister,
-        deregister,
-        resolve,
-        keep_alive,
-    }
+    keep_alive
 }
 
 /// Registrar memory per PE: RSS growth over N registrations whose messages
@@ -488,6 +515,9 @@ fn main() {
     let per_assoc: usize = arg(&args, "--pes-per-assoc").unwrap_or(1).max(1);
     let memory_n: usize = arg(&args, "--memory-n").unwrap_or(1_000_000);
     let no_memory = args.iter().any(|a| a == "--no-memory");
+    let skip: Vec<String> = arg::<String>(&args, "--skip")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
     if let Some(n) = arg::<usize>(&args, "--memory-only") {
         let (filled, again) = memory(&Scope::new(n, per_assoc));
         println!(
@@ -510,7 +540,7 @@ fn main() {
     for &n in &sizes {
         let s = Scope::new(n, per_assoc);
         let r = if n >= 1_000_000 { runs_large } else { runs }.max(1);
-        let cells: Vec<Cells> = (0..r).map(|_| run(&s, &mut rng)).collect();
+        let cells: Vec<Cells> = (0..r).map(|_| run(&s, &mut rng, &skip)).collect();
         let m = |f: fn(&Cells) -> f64| median(cells.iter().map(f).collect());
         let c = Cells {
             register: m(|c| c.register),

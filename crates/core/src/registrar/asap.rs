@@ -323,9 +323,14 @@ impl Registrar {
         if !owned && !home {
             return;
         }
+        // A PE is bound only to an association that is up: it is unbound
+        // when that association goes down (`pe_association_down`).
         let to = match self.space.association(entry).map(AssocId) {
-            Some(a) if self.associations.contains_key(&a) => Destination::Association(a),
-            _ => match &e.element().asap_transport {
+            Some(a) => {
+                debug_assert!(self.associations.contains_key(&a));
+                Destination::Association(a)
+            }
+            None => match &e.element().asap_transport {
                 Some(t) => Destination::Addresses(socket_addrs(t)),
                 None => return,
             },

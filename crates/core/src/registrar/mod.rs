@@ -528,10 +528,10 @@ impl Registrar {
     /// address the PE registered from (a PE that reconnected, or one taken
     /// over by this registrar).
     fn speaks_for(&self, assoc: AssocId, entry: rserpool_handlespace::EntryId) -> bool {
-        match self.space.association(entry).map(AssocId) {
-            Some(a) if a == assoc => return true,
-            Some(a) if self.associations.contains_key(&a) => return false,
-            _ => {}
+        // Bound means bound to an association that is up (see
+        // `pe_association_down`).
+        if let Some(a) = self.space.association(entry) {
+            return AssocId(a) == assoc;
         }
         let (Some(a), Some(e)) = (self.associations.get(&assoc), self.space.entry(entry)) else {
             return false;
