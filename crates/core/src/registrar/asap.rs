@@ -161,7 +161,9 @@ impl Registrar {
         }
         self.space.bind_association(entry, assoc.0);
         self.space.heard_from(entry);
-        self.reporters.remove(&entry);
+        if !self.reporters.is_empty() {
+            self.reporters.remove(&entry);
+        }
         self.arm_lifetime(now, entry, life.0);
         if self.space.deadline(entry, TimerKind::KeepAlive).is_none() {
             let first = self.jittered(self.cfg.keep_alive_interval);
@@ -208,8 +210,12 @@ impl Registrar {
     /// owned it (or learnt of the removal first-hand), announces DEL_PE.
     pub(super) fn remove_pe(&mut self, entry: EntryId, reason: RemovalReason) {
         self.balancer.forget(entry);
-        self.reporters.remove(&entry);
-        self.recent_moves.remove(&entry);
+        if !self.reporters.is_empty() {
+            self.reporters.remove(&entry);
+        }
+        if !self.recent_moves.is_empty() {
+            self.recent_moves.remove(&entry);
+        }
         let Some(removed) = self.space.remove_entry(entry) else {
             return;
         };

@@ -929,26 +929,32 @@ impl Registrar {
         }
         // No suggestion before start-up is complete: the ownership view is
         // not yet the scope's.
-        let suggestion =
-            (!messages.is_empty() && self.phase == Phase::Ready).then(|| update(None, true));
+        let may_suggest = !messages.is_empty() && self.phase == Phase::Ready;
         for t in messages {
             self.send(t);
         }
-        let Some(mut suggestion) = suggestion else {
+        if !may_suggest {
             return;
-        };
+        }
         let view = self.ownership_view(now);
         match self.balancer.suggest(now, entry, pe_id, &view) {
             Ok(target) => {
                 self.stats.suggestions_sent += 1;
+                let Some(e) = self.space.entry(entry) else {
+                    return;
+                };
+                let suggestion = EnrpMessage::HandleUpdate {
+                    servers: self.servers(Some(target)),
+                    takeover_suggested: true,
+                    action: UpdateAction::AddPe,
+                    pool_handle: pool.clone(),
+                    pool_element: e.element().clone(),
+                };
                 self.out.event(RegistrarEvent::SuggestionSent {
                     pool,
                     pe: pe_id,
                     to: target,
                 });
-                if let EnrpMessage::HandleUpdate { servers, .. } = &mut suggestion {
-                    servers.receiver = Some(target);
-                }
                 self.send_to_peer(target, suggestion);
             }
             Err(w) => self.stats.withheld(w),
