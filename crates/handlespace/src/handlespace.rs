@@ -4,6 +4,7 @@ use crate::custody::Custodies;
 use crate::entry::{EntryId, PeEntry};
 use crate::error::RegisterError;
 use crate::hashing::Map;
+use crate::key_index::KeyIndex;
 use crate::owners::Owners;
 use crate::pool::{Pool, PoolInfo, classify};
 use crate::selection::{self, Node, Selection};
@@ -122,7 +123,7 @@ pub struct Handlespace {
     free: Vec<u32>,
     len: usize,
     /// `(pool slot, PE ID)` -> entry.
-    by_key: Map<u64, u32>,
+    by_key: KeyIndex,
     pools: Vec<Option<Pool>>,
     pool_free: Vec<u32>,
     pool_index: Map<PoolHandle, u32>,
@@ -136,6 +137,14 @@ pub struct Handlespace {
 #[inline]
 fn key(pool: u32, pe: PeId) -> u64 {
     (u64::from(pool) << 32) | u64::from(pe.0)
+}
+
+/// The key of live entry `i` (what the key index compares).
+#[inline]
+fn entry_key(entries: &[Option<PeEntry>], i: u32) -> u64 {
+    entries[i as usize]
+        .as_ref()
+        .map_or(u64::MAX, |e| key(e.pool, e.element.id))
 }
 
 /// Whether two user transports can belong to the same PE: they share an
@@ -211,7 +220,7 @@ impl Handlespace {
             pos: Vec::new(),
             free: Vec::new(),
             len: 0,
-            by_key: Map::default(),
+            by_key: KeyIndex::default(),
             pools: Vec::new(),
             pool_free: Vec::new(),
             pool_index: Map::default(),
@@ -295,7 +304,10 @@ impl Handlespace {
                 if pool.transport_use != transport_use {
                     return Err(RegisterError::InconsistentDataControl);
                 }
-                if let Some(&i) = self.by_key.get(&key(p, pe.id)) {
+                if let Some(i) = self
+                    .by_key
+                    .get(key(p, pe.id), |i| entry_key(&self.entries, i))
+                {
                     return self.update(i, pe, now);
                 }
                 if pool.len >= self.config.max_pes_per_pool {
@@ -525,14 +537,17 @@ impl Handlespace {
     /// Removes PE `pe` of pool `handle`; `None` if it is not registered.
     pub fn deregister(&mut self, handle: &PoolHandle, pe: PeId) -> Option<Removed> {
         let &p = self.pool_index.get(handle)?;
-        let i = self.by_key.remove(&key(p, pe))?;
+        let entries = &self.entries;
+        let i = self.by_key.remove(key(p, pe), |i| entry_key(entries, i))?;
         Some(self.detach(i))
     }
 
     /// Removes an entry; `None` if the ID is not live.
     pub fn remove(&mut self, id: EntryId) -> Option<Removed> {
         let e = self.entry(id)?;
-        self.by_key.remove(&key(e.pool, e.element.id));
+        let k = key(e.pool, e.element.id);
+        let entries = &self.entries;
+        self.by_key.remove(k, |i| entry_key(entries, i));
         Some(self.detach(id.0))
     }
 
@@ -600,12 +615,19 @@ impl Handlespace {
     #[inline]
     pub fn lookup(&self, handle: &PoolHandle, pe: PeId) -> Option<EntryId> {
         let &p = self.pool_index.get(handle)?;
-        self.by_key.get(&key(p, pe)).map(|&i| EntryId(i))
+        self.by_key
+            .get(key(p, pe), |i| entry_key(&self.entries, i))
+            .map(EntryId)
     }
 
     /// PE `pe` of pool `handle`.
     pub fn get(&self, handle: &PoolHandle, pe: PeId) -> Option<&PeEntry> {
         self.lookup(handle, pe).map(|id| self.e(id.0))
+    }
+
+    /// The entry with key `k` (see [`key`]).
+    fn lookup_key(&self, k: u64) -> Option<u32> {
+        self.by_key.get(k, |i| entry_key(&self.entries, i))
     }
 
     /// The entry with this ID, if live.
@@ -649,9 +671,13 @@ impl Handlespace {
     /// Calls `f` with the entries of pool slot `p` in PE ID order from
     /// `start` on while it returns true; false if `f` stopped the walk.
     fn walk_in_order(&self, p: u32, start: Bound<u32>, mut f: impl FnMut(u32) -> bool) -> bool {
-        self.pool_ref(p)
-            .ids()
-            .walk(start, |id| f(self.by_key[&key(p, PeId(id))]))
+        self.pool_ref(p).ids().walk(start, |id| {
+            let i = self
+                .by_key
+                .get(key(p, PeId(id)), |i| entry_key(&self.entries, i))
+                .expect("an ordered PE ID has an entry");
+            f(i)
+        })
     }
 
     /// Every PE, in no particular order.

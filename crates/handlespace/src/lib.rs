@@ -63,6 +63,7 @@ mod error;
 mod handlespace;
 mod hashing;
 mod id_order;
+mod key_index;
 mod owners;
 mod pool;
 mod selection;

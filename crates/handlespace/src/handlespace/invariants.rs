@@ -35,7 +35,7 @@ impl Handlespace {
             let at = self.pos[i as usize];
             let in_members = !pool.selection.draws_from_members()
                 || pool.members.get(at.pool as usize) == Some(&i);
-            if !in_members || self.by_key.get(&key(e.pool, e.element.id)) != Some(&i) {
+            if !in_members || self.lookup_key(key(e.pool, e.element.id)) != Some(i) {
                 return Err(format!("entry {i}: pool indices disagree"));
             }
             if e.contribution != pe_sum(&pool.handle, e.element.id) {
@@ -87,9 +87,8 @@ impl Handlespace {
                     && per_pool.get(p as usize) == Some(&pool.len)
                     && sorted.windows(2).all(|w| w[0] < w[1])
                     && sorted.iter().all(|&id| {
-                        self.by_key
-                            .get(&key(p, PeId(id)))
-                            .is_some_and(|&i| self.e(i).pool == p)
+                        self.lookup_key(key(p, PeId(id)))
+                            .is_some_and(|i| self.e(i).pool == p)
                     })
             };
             if !ordered_ok {
