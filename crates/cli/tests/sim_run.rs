@@ -163,3 +163,56 @@ fn bad_values_fail_with_one_line() {
     assert_eq!(code, Some(2));
     assert!(err.contains("duration") || err.contains("forever"), "{err}");
 }
+
+#[test]
+fn per_registrar_lists_must_have_one_value_per_registrar() {
+    let (code, err) = bad("[registrars]\ncount = 5\ncapacities = [2, 1, 1]\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("registrars.capacities has 3 values for 5 registrars"),
+        "{err}"
+    );
+    let (code, err) = bad("[registrars]\ncount = 2\npolicies = [\"xor\"]\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("registrars.policies has 1 values for 2 registrars"),
+        "{err}"
+    );
+    let (code, err) = bad("[registrars]\ncount = 2\ncapacities = [1, 0]\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("at least 1"), "{err}");
+    let (code, err) = bad("[balance]\nrate = 0\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("balance.rate"), "{err}");
+    let (code, err) = bad("[balance]\nsettle = \"10s\"\nflap = 1\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`flap`"), "{err}");
+}
+
+#[test]
+fn the_unequal_capacities_scenario_gives_the_big_registrar_its_share() {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/unequal-capacities.toml");
+    let o = run(&[file.to_str().unwrap(), "--duration", "300s"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(
+            "capacities per registrar: 3 1 1 1 1 (fair shares 428.6 142.9 142.9 142.9 142.9)"
+        ),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("  final count over fair share per registrar: "))
+        .unwrap_or_else(|| panic!("no fair share line in\n{out}"));
+    let ratios: Vec<f64> = line
+        .rsplit(": ")
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(|r| r.parse().expect("a number"))
+        .collect();
+    assert_eq!(ratios.len(), 5);
+    assert!(ratios.iter().all(|r| (0.85..=1.1).contains(r)), "{line}");
+}

@@ -111,3 +111,85 @@ fn a_crashed_registrar_is_rehomed_and_restarts_with_a_new_id() {
     assert_ne!(o.registrar_ids[4], before[4], "a fresh registrar");
     assert_eq!(o.registered, 1000);
 }
+
+/// 4 registrars, 100 PEs, pr3 cut off from 60 s to 120 s, 300 s.
+fn small(balance: BalancePolicy) -> Plan {
+    let mut p = Plan::draft();
+    p.registrars = 4;
+    p.pes = 100;
+    p.balance = balance;
+    p.duration = S(300);
+    p.outages = vec![(S(60), S(120))];
+    p.targets[0].who = vec![3];
+    p.targets.truncate(1);
+    p
+}
+
+#[test]
+fn a_registrar_of_twice_the_capacity_ends_with_twice_the_share() {
+    let mut plan = small(BalancePolicy::default());
+    plan.capacities = vec![2, 1, 1, 1];
+    let mut run = Experiment::new(&plan);
+    run.run_to_end();
+    let o = run.finish();
+    assert_eq!(o.registered, 100, "no PE lost");
+    let end = &o.final_owned;
+    assert_eq!(end.iter().sum::<usize>(), 100);
+    // Fair shares 40 20 20 20, within the 5 % tolerance (and the PEs'
+    // rounding): about twice the mean of the others.
+    let others = end[1..].iter().sum::<usize>() as f64 / 3.0;
+    let ratio = end[0] as f64 / others;
+    assert!((1.7..=2.3).contains(&ratio), "{end:?}: {ratio:.2}");
+    assert!(plan.load_ratio(end) <= BALANCED, "{end:?}");
+    // Equal capacities would call that unbalanced.
+    assert!(imbalance(end) > 1.5, "{end:?}");
+    let after = o.balanced_after.expect("balanced by capacity again");
+    assert!(after <= 2 * plan.t4, "{after:?}");
+}
+
+#[test]
+fn equal_capacities_given_explicitly_change_nothing() {
+    let plain = small(BalancePolicy::default());
+    let mut listed = plain.clone();
+    listed.capacities = vec![7; 4];
+    let run = |p: &Plan| {
+        let mut r = Experiment::new(p);
+        let samples = r.run_to_end();
+        (samples, r.finish().final_owned)
+    };
+    assert_eq!(run(&plain), run(&listed));
+}
+
+#[test]
+fn an_xor_registrar_among_balanced_ones_does_not_make_pes_bounce() {
+    let mut plan = small(BalancePolicy::default());
+    plan.policies = vec![
+        BalancePolicy::default(),
+        BalancePolicy::default(),
+        BalancePolicy::Xor,
+        BalancePolicy::default(),
+    ];
+    let run = |p: &Plan| {
+        let mut r = Experiment::new(p);
+        r.run_to_end();
+        r.finish()
+    };
+    let o = run(&plan);
+    assert_eq!(o.registered, 100, "no PE lost");
+    assert_eq!(
+        o.pe_moves.iter().map(|&m| m as usize).sum::<usize>(),
+        o.moves
+    );
+    // Over 300 s with one outage a PE moves a few times at most (to its
+    // place, away from the lost registrar, back).
+    let most = o.most_moves_of_a_pe();
+    assert!(most <= 5, "a PE moved {most} times");
+    assert!(imbalance(&o.final_owned) <= BALANCED, "{:?}", o.final_owned);
+    // The move cooldown is what stops the two rules bouncing PEs.
+    plan.tuning.cooldown = Some(Duration::ZERO);
+    let bouncing = run(&plan).most_moves_of_a_pe();
+    assert!(
+        bouncing > 2 * most,
+        "{bouncing} moves without cooldown, {most} with"
+    );
+}

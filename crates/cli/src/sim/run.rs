@@ -7,9 +7,10 @@ use super::takeover::{self, MAX_PES, Plan};
 use crate::node::config_error;
 use crate::node::duration::Dur;
 use crate::registrar::Balance;
+use rserpool_core::registrar::{BalancePolicy, BalancedConfig};
 use rserpool_sim::CrashMode;
 use rserpool_sim::experiments::events;
-use rserpool_sim::experiments::takeover::{self as experiment, FINE};
+use rserpool_sim::experiments::takeover::{self as experiment, FINE, Policy};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,16 @@ are errors):
   tolerance = 0.05          # balanced only
   [registrars]
   count = 5
+  capacities = [2, 1, 1, 1, 1]  # optional, one per registrar (known to all by ID)
+  policies = [\"balanced\", \"balanced\", \"xor\", \"balanced\", \"balanced\"]  # optional, one per registrar
+  [balance]                 # optional; a key left out keeps the registrar default
+  rate = 50.0               # suggestions per second a registrar may send
+  burst = 100.0             # suggestions in a burst
+  cooldown = \"120s\"         # a PE moved by a suggestion stays this long
+  settle = \"10s\"            # a peer counts for balancing this long after it came back
+  settle_max = \"600s\"       # a flapping peer's settle time doubles up to this
+  stable = \"120s\"           # a peer that drops off sooner after coming back flaps
+  grace = \"15s\"             # how long a suggested move may take
   [pes]
   count = 1000
   t4 = \"30s\"                # re-registration interval; life 3 x T4
@@ -88,6 +99,8 @@ struct File {
     #[serde(default)]
     registrars: Registrars,
     #[serde(default)]
+    balance: BalanceKeys,
+    #[serde(default)]
     pes: Pes,
     #[serde(default)]
     events: Vec<Event>,
@@ -104,13 +117,37 @@ fn balanced() -> Balance {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Registrars {
+    #[serde(default = "five")]
     count: usize,
+    capacities: Option<Vec<u32>>,
+    policies: Option<Vec<Balance>>,
+}
+
+fn five() -> usize {
+    5
 }
 
 impl Default for Registrars {
     fn default() -> Self {
-        Self { count: 5 }
+        Self {
+            count: 5,
+            capacities: None,
+            policies: None,
+        }
     }
+}
+
+/// `[balance]`: the registrars' balancing parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BalanceKeys {
+    rate: Option<f64>,
+    burst: Option<f64>,
+    cooldown: Option<Dur>,
+    settle: Option<Dur>,
+    settle_max: Option<Dur>,
+    stable: Option<Dur>,
+    grace: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,7 +234,28 @@ fn to_plan(f: File, args: &Args) -> Result<Plan, String> {
     if pes == 0 || pes > MAX_PES {
         return Err(format!("pes.count must be 1 to {MAX_PES}"));
     }
-    let balance = experiment::balance_policy(takeover::policy(f.policy), f.tolerance, "tolerance")?;
+    let (balance, policies) = policies(&f, registrars)?;
+    let capacities = match &f.registrars.capacities {
+        None => Vec::new(),
+        Some(c) if c.len() != registrars => {
+            return Err(format!(
+                "registrars.capacities has {} values for {registrars} registrars",
+                c.len()
+            ));
+        }
+        Some(c) if c.contains(&0) => {
+            return Err("registrars.capacities must be at least 1 each".into());
+        }
+        Some(c) => c.clone(),
+    };
+    let b = &f.balance;
+    let tuning = experiment::Tuning {
+        cooldown: b.cooldown.map(|d| d.0),
+        settle: b.settle.map(|d| d.0),
+        settle_max: b.settle_max.map(|d| d.0),
+        stable: b.stable.map(|d| d.0),
+        grace: b.grace.map(|d| d.0),
+    };
     let t4 = f.pes.t4.map_or(Duration::from_secs(30), |d| d.0);
     if t4 < Duration::from_millis(100) {
         return Err("pes.t4 must be at least 100ms".into());
@@ -252,6 +310,9 @@ fn to_plan(f: File, args: &Args) -> Result<Plan, String> {
             targets: x.targets.clone(),
             watch_rehoming: true,
             plot_step: args.svg.is_some().then(|| experiment::plot_step(duration)),
+            policies,
+            capacities,
+            tuning,
         },
         title: format!("rserpool sim run {}", args.file.display()),
         down: x.targets.first().map_or(0, |t| t.who.len()),
@@ -263,6 +324,50 @@ fn to_plan(f: File, args: &Args) -> Result<Plan, String> {
         rates: true,
         svg: args.svg.clone(),
     })
+}
+
+/// The policy of the scope and, with `registrars.policies`, of each
+/// registrar; every balanced one gets the file's tolerance, rate and burst.
+fn policies(f: &File, registrars: usize) -> Result<(BalancePolicy, Vec<BalancePolicy>), String> {
+    let per = f.registrars.policies.as_deref().unwrap_or_default();
+    if !per.is_empty() && per.len() != registrars {
+        return Err(format!(
+            "registrars.policies has {} values for {registrars} registrars",
+            per.len()
+        ));
+    }
+    let any_balanced = f.policy == Balance::Balanced || per.contains(&Balance::Balanced);
+    let main = if any_balanced {
+        Policy::Balanced
+    } else {
+        takeover::policy(f.policy)
+    };
+    // Checks the tolerance (and refuses it without a balanced registrar).
+    let mut balanced = match experiment::balance_policy(main, f.tolerance, "tolerance")? {
+        BalancePolicy::Balanced(c) => c,
+        _ => BalancedConfig::default(),
+    };
+    if !any_balanced && (f.balance.rate.is_some() || f.balance.burst.is_some()) {
+        return Err("balance.rate and balance.burst apply only to policy balanced".into());
+    }
+    if let Some(rate) = f.balance.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err("balance.rate must be a number > 0".into());
+        }
+        balanced.rate = rate;
+    }
+    if let Some(burst) = f.balance.burst {
+        if !(burst.is_finite() && burst >= 1.0) {
+            return Err("balance.burst must be a number >= 1".into());
+        }
+        balanced.burst = burst;
+    }
+    let make = |b: Balance| match b {
+        Balance::Off => BalancePolicy::Off,
+        Balance::Xor => BalancePolicy::Xor,
+        Balance::Balanced => BalancePolicy::Balanced(balanced.clone()),
+    };
+    Ok((make(f.policy), per.iter().map(|&b| make(b)).collect()))
 }
 
 #[cfg(test)]
@@ -297,6 +402,29 @@ mod tests {
         );
         assert_eq!(p.targets[2].who, [4]);
         assert_eq!(p.flap, Some((s(60), 3)));
+    }
+
+    #[test]
+    fn per_registrar_keys_and_balance_keys_reach_the_plan() {
+        let p = parse(
+            "policy = \"xor\"\ntolerance = 0.1\n[registrars]\ncount = 3\ncapacities = [2, 1, 1]\n\
+             policies = [\"balanced\", \"xor\", \"off\"]\n[balance]\nrate = 5.0\ncooldown = \"30s\"\nsettle = \"2s\"\n",
+        )
+        .expect("a valid file");
+        assert_eq!(p.capacities, [2, 1, 1]);
+        assert_eq!(p.balance, BalancePolicy::Xor);
+        match p.policy_of(0) {
+            BalancePolicy::Balanced(b) => assert_eq!((b.tolerance, b.rate), (0.1, 5.0)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.policy_of(2), &BalancePolicy::Off);
+        assert_eq!(p.tuning.cooldown, Some(Duration::from_secs(30)));
+        assert_eq!(p.tuning.settle, Some(Duration::from_secs(2)));
+        assert_eq!(p.tuning.stable, None);
+        let e = parse("policy = \"xor\"\n[balance]\nburst = 5.0\n")
+            .err()
+            .expect("no balanced registrar");
+        assert!(e.contains("balance.burst"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,6 @@ use rserpool_sim::experiments::takeover::{
     self as experiment, BALANCED, BALANCED_TIGHT, Experiment, FINE, Outcome, Policy, REHOME_WATCH,
     Sample, ZOOM,
 };
-use rserpool_sim::experiments::{imbalance, minimum_moves};
 use rserpool_wire::PrId;
 use std::fs::File;
 use std::io::{self, Write};
@@ -206,6 +205,9 @@ impl Plan {
                 targets,
                 watch_rehoming: false,
                 plot_step: a.svg.is_some().then(|| experiment::plot_step(a.duration.0)),
+                policies: Vec::new(),
+                capacities: Vec::new(),
+                tuning: experiment::Tuning::default(),
             },
             title: "rserpool sim takeover".into(),
             down: a.down,
@@ -251,6 +253,83 @@ impl Plan {
             BalancePolicy::Balanced(b) => format!("balanced (tolerance {})", b.tolerance),
             _ => policy_name(self.policy).to_string(),
         }
+    }
+
+    /// Whether the scope is the plain one of `sim takeover` (one policy,
+    /// equal capacities, default timers): its output stays as it always was.
+    fn plain(&self) -> bool {
+        self.policies.is_empty()
+            && self.capacities.is_empty()
+            && self.tuning == experiment::Tuning::default()
+    }
+
+    /// What the balance criterion compares: the largest count to the mean,
+    /// or with capacities, to the registrar's own fair share.
+    fn ratio_name(&self) -> &'static str {
+        if self.capacities.is_empty() {
+            "max/mean"
+        } else {
+            "max/fair"
+        }
+    }
+
+    /// The header lines that say how the scope differs from the plain one.
+    fn scope_text(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.policies.is_empty() {
+            let names: Vec<&str> = self.policies.iter().map(policy_word).collect();
+            lines.push(format!("policies per registrar: {}", names.join(" ")));
+        }
+        if !self.capacities.is_empty() {
+            let caps: Vec<String> = self.capacities.iter().map(u32::to_string).collect();
+            let fair: Vec<String> = self
+                .fair_shares(self.pes)
+                .iter()
+                .map(|f| format!("{f:.1}"))
+                .collect();
+            lines.push(format!(
+                "capacities per registrar: {} (fair shares {}); {} is the largest count over its fair share",
+                caps.join(" "),
+                fair.join(" "),
+                self.ratio_name()
+            ));
+        }
+        let t = &self.tuning;
+        let mut tuned: Vec<String> = [
+            ("move cooldown", t.cooldown),
+            ("peer settle time", t.settle),
+            ("peer settle time max", t.settle_max),
+            ("peer stable time", t.stable),
+            ("move grace", t.grace),
+        ]
+        .iter()
+        .filter_map(|(name, v)| v.map(|v| format!("{name} {}", secs(v))))
+        .collect();
+        if let BalancePolicy::Balanced(b) = self
+            .policies
+            .iter()
+            .chain([&self.balance])
+            .find(|b| matches!(b, BalancePolicy::Balanced(_)))
+            .unwrap_or(&self.balance)
+        {
+            let default = rserpool_core::registrar::BalancedConfig::default();
+            if b.rate != default.rate || b.burst != default.burst {
+                tuned.push(format!("suggestions {}/s, burst {}", b.rate, b.burst));
+            }
+        }
+        if !tuned.is_empty() {
+            lines.push(format!("balancing: {}", tuned.join(", ")));
+        }
+        lines
+    }
+}
+
+/// A registrar's policy in one word.
+fn policy_word(b: &BalancePolicy) -> &'static str {
+    match b {
+        BalancePolicy::Off => "off",
+        BalancePolicy::Xor => "xor",
+        BalancePolicy::Balanced(_) => "balanced",
     }
 }
 
@@ -378,6 +457,9 @@ impl Report<'_> {
             p.pes,
             p.policy_text()
         )?;
+        for line in p.scope_text() {
+            writeln!(out, "{line}")?;
+        }
         writeln!(
             out,
             "T4 (re-registration) {}, registration life {}, PEs start from 1 s to 11 s",
@@ -412,7 +494,11 @@ impl Report<'_> {
         writeln!(
             out,
             " {:>8} {:>6} {:>5} {:>8} {:>8}",
-            "max/mean", "moves", "sent", "accepted", "declined"
+            p.ratio_name(),
+            "moves",
+            "sent",
+            "accepted",
+            "declined"
         )
     }
 
@@ -428,9 +514,10 @@ impl Report<'_> {
     }
 
     fn sample(&self, out: &mut impl Write, s: &Sample) -> io::Result<()> {
-        let ratio = s
-            .imbalance()
-            .map_or_else(|| "-".to_string(), |r| format!("{r:.3}"));
+        let ratio = s.imbalance().map_or_else(
+            || "-".to_string(),
+            |_| format!("{:.3}", self.plan.load_ratio(&s.owned)),
+        );
         let sug = s.suggestions;
         let phase = s.phase.name();
         let time = s.t.as_secs_f64();
@@ -472,6 +559,7 @@ impl Report<'_> {
 
     fn summary(&self, out: &mut impl Write, o: &Outcome) -> io::Result<()> {
         let p = self.plan;
+        let r = p.ratio_name();
         writeln!(out)?;
         writeln!(out, "summary:")?;
         match (p.heal_at(), &o.at_recovery) {
@@ -492,31 +580,40 @@ impl Report<'_> {
                 }
                 writeln!(
                     out,
-                    "  at recovery ({}): {} (max/mean {:.3})",
+                    "  at recovery ({}): {} ({r} {:.3})",
                     secs(heal),
                     counts(at),
-                    imbalance(at)
+                    p.load_ratio(at)
                 )?;
                 match o.balanced_after {
                     Some(d) => writeln!(
                         out,
-                        "  max/mean <= {BALANCED} reached {} after recovery; worst afterwards {:.3}",
+                        "  {r} <= {BALANCED} reached {} after recovery; worst afterwards {:.3}",
                         secs(d),
                         o.worst_after
                     )?,
                     None => writeln!(
                         out,
-                        "  max/mean <= {BALANCED} never reached in the {} after recovery",
+                        "  {r} <= {BALANCED} never reached in the {} after recovery",
                         secs(p.duration.saturating_sub(heal))
                     )?,
                 }
-                writeln!(
-                    out,
-                    "  PE moves after recovery: {} (minimum {}: the excess over the fair share {})",
-                    o.moves_after,
-                    minimum_moves(at, p.pes / p.registrars),
-                    p.pes / p.registrars
-                )?;
+                if p.capacities.is_empty() {
+                    writeln!(
+                        out,
+                        "  PE moves after recovery: {} (minimum {}: the excess over the fair share {})",
+                        o.moves_after,
+                        p.minimum_moves(at),
+                        p.pes / p.registrars
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "  PE moves after recovery: {} (minimum {}: the excess over the fair shares)",
+                        o.moves_after,
+                        p.minimum_moves(at)
+                    )?;
+                }
             }
         }
         let end = &o.final_owned;
@@ -527,16 +624,52 @@ impl Report<'_> {
             .collect();
         writeln!(
             out,
-            "  final ({}): {} (max/mean {:.3}); shares {}",
+            "  final ({}): {} ({r} {:.3}); shares {}",
             secs(p.duration),
             counts(end),
-            imbalance(end),
+            p.load_ratio(end),
             shares.join(" ")
         )?;
+        if !p.plain() {
+            self.scope_summary(out, o)?;
+        }
         if p.events_text.is_some() {
             self.run_summary(out, o)?;
         }
         Ok(())
+    }
+
+    /// The lines only a scope of mixed policies, unequal capacities or
+    /// other timers gets: each registrar against its fair share, and how
+    /// often single PEs moved (ping-pong shows as PEs moving many times).
+    fn scope_summary(&self, out: &mut impl Write, o: &Outcome) -> io::Result<()> {
+        let p = self.plan;
+        let end = &o.final_owned;
+        let total: usize = end.iter().sum();
+        let per_fair: Vec<String> = end
+            .iter()
+            .zip(p.fair_shares(total))
+            .map(|(&c, f)| {
+                if f > 0.0 {
+                    format!("{:.2}", c as f64 / f)
+                } else {
+                    "-".to_string()
+                }
+            })
+            .collect();
+        writeln!(
+            out,
+            "  final count over fair share per registrar: {}",
+            per_fair.join(" ")
+        )?;
+        writeln!(
+            out,
+            "  PE moves per PE over the run: most {}, {} of {} PEs moved, {:.2} moves per PE",
+            o.most_moves_of_a_pe(),
+            o.pes_moved(),
+            p.pes,
+            o.moves as f64 / p.pes as f64
+        )
     }
 
     /// `sim run`'s lines after [`Self::summary`]'s: the balance at
@@ -547,12 +680,14 @@ impl Report<'_> {
             match o.tight_after {
                 Some(d) => writeln!(
                     out,
-                    "  max/mean <= {BALANCED_TIGHT} reached {} after recovery",
+                    "  {} <= {BALANCED_TIGHT} reached {} after recovery",
+                    p.ratio_name(),
                     secs(d)
                 )?,
                 None => writeln!(
                     out,
-                    "  max/mean <= {BALANCED_TIGHT} never reached in the {} after recovery",
+                    "  {} <= {BALANCED_TIGHT} never reached in the {} after recovery",
+                    p.ratio_name(),
                     secs(p.duration.saturating_sub(heal))
                 )?,
             }
@@ -664,7 +799,26 @@ impl Report<'_> {
             })
             .collect();
         let fair = p.pes as f64 / p.registrars as f64;
-        let rules = [(fair, format!("fair share {}", trim_float(fair)))];
+        let rules: Vec<(f64, String)> = if p.capacities.is_empty() {
+            vec![(fair, format!("fair share {}", trim_float(fair)))]
+        } else {
+            let by_capacity: std::collections::BTreeMap<u32, f64> = p
+                .capacities
+                .iter()
+                .copied()
+                .zip(p.fair_shares(p.pes))
+                .collect();
+            by_capacity
+                .iter()
+                .map(|(c, f)| {
+                    (
+                        *f,
+                        format!("fair share {} (capacity {c})", trim_float(f.round())),
+                    )
+                })
+                .collect()
+        };
+        let fair = rules.iter().map(|r| r.0).fold(fair, f64::max);
         let bands: Vec<(f64, f64)> = p
             .outages
             .iter()
@@ -711,23 +865,27 @@ impl Report<'_> {
             .filter(|(_, row)| row.iter().any(|&c| c > 0))
             .map(|(t, row)| {
                 let row: Vec<usize> = row.iter().map(|&c| c as usize).collect();
-                (t.as_secs_f64(), imbalance(&row))
+                (t.as_secs_f64(), p.load_ratio(&row))
             })
             .collect();
         let worst = ratio.iter().map(|r| r.1).fold(1.2, f64::max);
         c.panel(&Panel {
             id: "max-mean",
-            heading: "max/mean of the ownership counts",
+            heading: if p.capacities.is_empty() {
+                "max/mean of the ownership counts"
+            } else {
+                "max/fair: the largest count over its registrar's fair share (by capacity)"
+            },
             height: 190.0,
             x: whole,
             y: (1.0, 1.0 + svg::nice_ceiling(worst - 1.0, 5)),
             x_label: "simulated time (s)",
-            y_label: "max/mean",
+            y_label: p.ratio_name(),
             bands: &bands,
             band_label,
             rules: &[(BALANCED, format!("{BALANCED} (balanced)"))],
             lines: &[Line {
-                name: "max/mean",
+                name: p.ratio_name(),
                 stroke: Stroke::black(),
                 points: &ratio,
             }],
@@ -762,25 +920,26 @@ impl Report<'_> {
     /// The summary in two short lines.
     fn outcome_text(&self, o: &Outcome) -> Vec<String> {
         let p = self.plan;
-        let end = format!("final max/mean {:.3}", imbalance(&o.final_owned));
+        let r = p.ratio_name();
+        let end = format!("final {r} {:.3}", p.load_ratio(&o.final_owned));
         let (Some(heal), Some(at)) = (p.heal_at(), &o.at_recovery) else {
             return vec![end];
         };
         let balance = match o.balanced_after {
             Some(d) => format!(
-                "max/mean \u{2264} {BALANCED} reached {} after the recovery (worst afterwards {:.3})",
+                "{r} \u{2264} {BALANCED} reached {} after the recovery (worst afterwards {:.3})",
                 secs(d),
                 o.worst_after
             ),
             None => format!(
-                "max/mean \u{2264} {BALANCED} never reached in the {} after the recovery",
+                "{r} \u{2264} {BALANCED} never reached in the {} after the recovery",
                 secs(p.duration.saturating_sub(heal))
             ),
         };
         let mut moves = format!(
             "PE moves after the recovery {} (minimum {}); {end}",
             o.moves_after,
-            minimum_moves(at, p.pes / p.registrars),
+            p.minimum_moves(at),
         );
         if p.flap.is_some() {
             moves += &format!(

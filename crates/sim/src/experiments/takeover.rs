@@ -15,10 +15,10 @@ use crate::trace::Happening;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rserpool_core::registrar::{BalancePolicy, BalancedConfig, Registrar};
+use rserpool_core::registrar::{BalancePolicy, BalancedConfig, Registrar, RegistrarConfig};
 use rserpool_core::{Instant, PoolElementEvent};
 use rserpool_wire::{PoolHandle, PrId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// When the outage starts: every PE has registered and re-registered once.
@@ -108,6 +108,46 @@ pub struct Plan {
     /// Keep the ownership every this often for a plot
     /// ([`Outcome::plot`]); see [`plot_step`].
     pub plot_step: Option<Duration>,
+    /// Per registrar (by index), the policy it runs instead of
+    /// [`Self::balance`]: a scope of mixed policies. Empty: all the same.
+    pub policies: Vec<BalancePolicy>,
+    /// Per registrar (by index), its capacity, which every registrar's
+    /// balanced policy knows by registrar ID (as `--capacity-of` configures
+    /// it). Empty: all equal.
+    pub capacities: Vec<u32>,
+    /// Registrar timers of the balancing that differ from the defaults.
+    pub tuning: Tuning,
+}
+
+/// The registrar parameters that damp and pace the balancing
+/// (`RegistrarConfig`); `None` keeps the registrar's default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tuning {
+    /// `move_cooldown`: a PE that arrived by a suggestion stays this long.
+    pub cooldown: Option<Duration>,
+    /// `peer_settle_time`: a peer counts this long after it came back.
+    pub settle: Option<Duration>,
+    /// `peer_settle_time_max`: the most a flapping peer's settle time grows to.
+    pub settle_max: Option<Duration>,
+    /// `peer_stable_time`: a peer dropping off sooner after coming back flaps.
+    pub stable: Option<Duration>,
+    /// `move_grace`: how long a suggested move may take.
+    pub grace: Option<Duration>,
+}
+
+impl Tuning {
+    fn apply(&self, cfg: &mut RegistrarConfig) {
+        let set = |v: Option<Duration>, field: &mut Duration| {
+            if let Some(v) = v {
+                *field = v;
+            }
+        };
+        set(self.cooldown, &mut cfg.move_cooldown);
+        set(self.settle, &mut cfg.peer_settle_time);
+        set(self.settle_max, &mut cfg.peer_settle_time_max);
+        set(self.stable, &mut cfg.peer_stable_time);
+        set(self.grace, &mut cfg.move_grace);
+    }
 }
 
 /// The outages of `down` registrars (the last ones) cut off for `outage`
@@ -202,7 +242,94 @@ impl Plan {
             targets,
             watch_rehoming: false,
             plot_step: None,
+            policies: Vec::new(),
+            capacities: Vec::new(),
+            tuning: Tuning::default(),
         }
+    }
+
+    /// The policy registrar `i` runs.
+    pub fn policy_of(&self, i: usize) -> &BalancePolicy {
+        self.policies.get(i).unwrap_or(&self.balance)
+    }
+
+    /// Each registrar's fair share of `total` PEs: in proportion to its
+    /// capacity (equal without [`Self::capacities`]).
+    pub fn fair_shares(&self, total: usize) -> Vec<f64> {
+        if self.capacities.is_empty() {
+            return vec![total as f64 / self.registrars as f64; self.registrars];
+        }
+        let sum: f64 = self.capacities.iter().map(|&c| f64::from(c)).sum();
+        self.capacities
+            .iter()
+            .map(|&c| total as f64 * f64::from(c) / sum)
+            .collect()
+    }
+
+    /// The highest ratio of a registrar's count to its fair share: max/mean
+    /// with equal capacities (1 when nobody owns anything).
+    pub fn load_ratio(&self, owned: &[usize]) -> f64 {
+        let total: usize = owned.iter().sum();
+        if self.capacities.is_empty() || total == 0 {
+            // The same arithmetic as before capacities existed, so that
+            // equal-capacity runs print the same digits.
+            return imbalance(owned);
+        }
+        owned
+            .iter()
+            .zip(self.fair_shares(total))
+            .map(|(&c, fair)| c as f64 / fair)
+            .fold(0.0, f64::max)
+    }
+
+    /// The fewest PE moves that bring every registrar down to its fair
+    /// share (rounded down) of the plan's PEs.
+    pub fn minimum_moves(&self, owned: &[usize]) -> usize {
+        if self.capacities.is_empty() {
+            return super::minimum_moves(owned, self.pes / self.registrars);
+        }
+        owned
+            .iter()
+            .zip(self.fair_shares(self.pes))
+            .map(|(&c, fair)| c.saturating_sub(fair as usize))
+            .sum()
+    }
+
+    /// The IDs each registrar will run with, for every start it has
+    /// (a crashed registrar restarts with a fresh state and a new ID):
+    /// the capacities are configured by ID before any registrar runs.
+    fn registrar_ids(&self) -> Vec<Vec<PrId>> {
+        (0..self.registrars)
+            .map(|i| {
+                let restarts = self
+                    .targets
+                    .iter()
+                    .filter(|t| t.crash.is_some() && t.who.contains(&i))
+                    .count();
+                (0..=restarts)
+                    .map(|k| {
+                        // Registrars are the scope's first nodes, so
+                        // registrar i is node i; the ID is drawn the way the
+                        // registrar itself draws it, from its machine seed.
+                        let node = u32::try_from(i).expect("fewer than 2^32 registrars");
+                        let k = u32::try_from(k).expect("fewer than 2^32 restarts");
+                        let seed = crate::machine_seed(self.seed, node, k);
+                        Registrar::new(RegistrarConfig::default(), seed, Instant::ZERO)
+                            .expect("the default configuration is valid")
+                            .id()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Every ID a registrar will have with its capacity.
+    fn capacity_map(&self) -> BTreeMap<PrId, u32> {
+        self.registrar_ids()
+            .into_iter()
+            .zip(&self.capacities)
+            .flat_map(|(ids, &c)| ids.into_iter().map(move |id| (id, c)))
+            .collect()
     }
 
     /// The end of the (last) outage, if there is one: the recovery.
@@ -300,11 +427,21 @@ impl Plan {
     pub fn build(&self) -> Scenario {
         let pool = PoolHandle::try_from("EchoPool").expect("a valid pool handle");
         let mut b = ScenarioBuilder::new(self.seed);
-        b.registrars(self.registrars, |pr| {
-            pr.config.balance = self.balance.clone();
+        let capacities = (!self.capacities.is_empty()).then(|| self.capacity_map());
+        let nodes = b.registrars(self.registrars, |pr| {
+            let mut balance = self.policy_of(pr.index).clone();
+            if let (BalancePolicy::Balanced(c), Some(map)) = (&mut balance, &capacities) {
+                c.capacities = map.clone();
+            }
+            pr.config.balance = balance;
+            self.tuning.apply(&mut pr.config);
             // PEs know the registrars from their configuration.
             pr.config.announce = false;
         });
+        assert!(
+            nodes.iter().enumerate().all(|(i, n)| n.index() == i),
+            "the registrars are the first nodes (their IDs were drawn so)"
+        );
         let m = self.pes;
         // Each PE knows the registrars in an order of its own, as in a
         // deployment (and in the draft's experiment): the PEs of a lost
@@ -403,6 +540,20 @@ pub struct Outcome {
     /// With [`Plan::plot_step`]: (time, ownership per registrar) at every
     /// plot point.
     pub plot: Vec<(Duration, Vec<u32>)>,
+    /// How often each PE (by index) changed home over the whole run.
+    pub pe_moves: Vec<u32>,
+}
+
+impl Outcome {
+    /// The most home changes of any one PE.
+    pub fn most_moves_of_a_pe(&self) -> u32 {
+        self.pe_moves.iter().copied().max().unwrap_or(0)
+    }
+
+    /// The PEs that changed home at least once.
+    pub fn pes_moved(&self) -> usize {
+        self.pe_moves.iter().filter(|&&m| m > 0).count()
+    }
 }
 
 /// One run in progress and what it measured so far.
@@ -434,6 +585,7 @@ impl<'p> Experiment<'p> {
             now: Duration::ZERO,
             out: Outcome {
                 rehomed: vec![None; plan.outages.len()],
+                pe_moves: vec![0; plan.pes],
                 ..Outcome::default()
             },
             moves_at_first_cut: None,
@@ -545,17 +697,26 @@ impl<'p> Experiment<'p> {
     /// Counts the PEs that changed home since the last call (and drops the
     /// trace, which would otherwise grow for the whole run).
     fn drain_moves(&mut self) -> usize {
-        self.s
-            .world
-            .take_trace()
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.what,
-                    Happening::Event(RoleEvent::PoolElement(PoolElementEvent::HomeChanged { .. }))
-                )
-            })
-            .count()
+        let first_pe = self.s.pool_elements.first().map_or(0, |n| n.index());
+        let mut moved = 0;
+        for e in self.s.world.take_trace() {
+            if matches!(
+                e.what,
+                Happening::Event(RoleEvent::PoolElement(PoolElementEvent::HomeChanged { .. }))
+            ) {
+                moved += 1;
+                // The PEs are consecutive nodes.
+                if let Some(m) = e
+                    .node
+                    .index()
+                    .checked_sub(first_pe)
+                    .and_then(|i| self.out.pe_moves.get_mut(i))
+                {
+                    *m += 1;
+                }
+            }
+        }
+        moved
     }
 
     /// Starts outage `i`: crashes its registrars, or puts each on a network
@@ -629,7 +790,7 @@ impl<'p> Experiment<'p> {
         if owned.iter().sum::<usize>() != self.plan.pes {
             return;
         }
-        let im = imbalance(owned);
+        let im = self.plan.load_ratio(owned);
         let out = &mut self.out;
         if out.balanced_after.is_none() && im <= BALANCED {
             out.balanced_after = Some(since_heal);
@@ -691,17 +852,14 @@ mod tests {
     fn plan(down: usize, outage: u64, duration: u64, sample_ms: u64) -> Plan {
         let (outages, targets) = cut_off_last(3, down, Duration::from_secs(outage), None);
         Plan {
-            seed: 1,
             registrars: 3,
             pes: 10,
             balance: BalancePolicy::Off,
-            t4: Duration::from_secs(30),
             duration: Duration::from_secs(duration),
             sample: Duration::from_millis(sample_ms),
             outages,
             targets,
-            watch_rehoming: false,
-            plot_step: None,
+            ..Plan::draft()
         }
     }
 
@@ -767,6 +925,39 @@ mod tests {
             .filter(|t| day.is_plot_point(*t))
             .count();
         assert!(kept <= 2_001 + 901, "{kept}");
+    }
+
+    #[test]
+    fn capacities_are_configured_for_the_ids_the_registrars_draw() {
+        let s = Duration::from_secs;
+        let mut p = plan(1, 25, 100, 10_000);
+        p.targets[0].crash = Some(CrashMode::Host);
+        p.capacities = vec![3, 1, 1];
+        let ids = p.registrar_ids();
+        assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 2]);
+        let mut run = Experiment::new(&p);
+        let first: Vec<PrId> = run.registrar_ids().into_iter().flatten().collect();
+        assert_eq!(first, ids.iter().map(|v| v[0]).collect::<Vec<_>>());
+        while run.now() < s(90) {
+            run.next_sample();
+        }
+        // pr2 restarted at 85 s with its second ID.
+        assert_eq!(run.registrar_ids()[2], Some(ids[2][1]));
+        assert_eq!(p.capacity_map().get(&ids[2][1]), Some(&1));
+        assert_eq!(p.capacity_map().get(&ids[0][0]), Some(&3));
+    }
+
+    #[test]
+    fn fair_shares_follow_the_capacities() {
+        let mut p = plan(0, 25, 100, 10_000);
+        assert_eq!(p.fair_shares(30), [10.0; 3]);
+        assert_eq!(p.load_ratio(&[20, 10, 0]), imbalance(&[20, 10, 0]));
+        p.capacities = vec![2, 1, 1];
+        assert_eq!(p.fair_shares(40), [20.0, 10.0, 10.0]);
+        assert_eq!(p.load_ratio(&[20, 10, 10]), 1.0);
+        assert!((p.load_ratio(&[10, 15, 15]) - 1.5).abs() < 1e-9);
+        p.pes = 40;
+        assert_eq!(p.minimum_moves(&[10, 30, 0]), 20);
     }
 
     #[test]
