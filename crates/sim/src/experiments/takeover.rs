@@ -40,7 +40,7 @@ pub const REHOME_WATCH: Duration = Duration::from_secs(120);
 pub const ZOOM: Duration = Duration::from_secs(90);
 /// The whole run is plotted from about this many samples (at least one a
 /// second), which bounds the memory whatever the duration is.
-const PLOT_POINTS: u32 = 2000;
+pub const PLOT_POINTS: u32 = 2000;
 /// Mixed into the seed for the PEs' registrar orders, so that they are not
 /// the stream the world draws from.
 const HUNT_ORDER_SALT: u64 = 0x6875_6e74;
